@@ -1,0 +1,185 @@
+//! The one facade both front ends (the `lectern` CLI and the desktop app)
+//! call. It owns the library on disk, the embedding model, the language
+//! model and the device choice, and runs the pipelines:
+//!
+//! * ingest: files → pages → chunks → embeddings → LanceDB + tantivy;
+//! * search: BM25, dense or hybrid retrieval with per-leg evidence;
+//! * ask: retrieve, pack numbered sources into the prompt budget, generate
+//!   with Qwen3 while streaming tokens, and list the sources the answer cites;
+//! * eval: BEIR-format retrieval evaluation (nDCG@10, Recall@100, MRR@10).
+//!
+//! Heavy compute (parsing, embedding, generation) runs on blocking threads;
+//! the async methods never block the runtime.
+
+mod ask;
+mod config;
+mod error;
+pub mod eval;
+mod ingest;
+
+pub use ask::{AskEvent, AskRequest, Answer, SourceRef};
+pub use config::EngineConfig;
+pub use error::EngineError;
+pub use ingest::{IngestEvent, IngestReport, ProgressFn};
+pub use lectern_gpu::{DevicePreference, GpuStatus};
+pub use lectern_index::{ChunkRecord, DocumentEntry, LibraryCounts, SearchHit, SearchMode};
+pub use lectern_ingest::ChunkConfig;
+pub use lectern_models::GenerationParams;
+
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+use lectern_gpu::DeviceKind;
+use lectern_index::Library;
+use lectern_ingest::Chunker;
+use lectern_models::{Embedder, EmbedderConfig, Llm};
+
+/// A search request.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct SearchRequest {
+    /// What to look for.
+    pub query: String,
+    /// Which retrieval to run.
+    #[serde(default)]
+    pub mode: SearchMode,
+    /// How many hits to return.
+    #[serde(default = "default_top_k")]
+    pub top_k: usize,
+}
+
+fn default_top_k() -> usize {
+    10
+}
+
+/// The engine: one library, one embedder, at most one loaded language model.
+pub struct Engine {
+    config: EngineConfig,
+    library: Library,
+    embedder: Arc<Embedder>,
+    chunker: Arc<Chunker>,
+    device: DeviceKind,
+    gpu: GpuStatus,
+    llm: Arc<Mutex<Option<Llm>>>,
+}
+
+impl std::fmt::Debug for Engine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Engine")
+            .field("data_dir", &self.config.data_dir)
+            .field("device", &self.device)
+            .finish()
+    }
+}
+
+/// Picks the compute device for `pref` and reports why.
+pub fn gpu_status(pref: DevicePreference) -> Result<GpuStatus, EngineError> {
+    let telemetry = lectern_gpu::probe_telemetry();
+    Ok(lectern_gpu::status(
+        pref,
+        lectern_models::capabilities(),
+        telemetry.as_ref(),
+    )?)
+}
+
+impl Engine {
+    /// Opens the library in `config.data_dir` and loads the embedder.
+    pub async fn open(config: EngineConfig) -> Result<Self, EngineError> {
+        let gpu = gpu_status(config.device)?;
+        let device = gpu.selected.clone();
+        tracing::info!(device = %device, reason = %gpu.reason, "compute device");
+        let emb_cfg = EmbedderConfig::new(&config.embedder_dir);
+        let chunk_cfg = config.chunking.clone();
+        let dev = device.clone();
+        let (embedder, chunker) = tokio::task::spawn_blocking(move || {
+            let candle_dev = lectern_models::candle_device(&dev)?;
+            let tok_path = emb_cfg.dir.join("tokenizer.json");
+            let embedder = Embedder::load(emb_cfg, &candle_dev)?;
+            let chunker = Chunker::from_tokenizer_file(&tok_path, chunk_cfg)?;
+            Ok::<_, EngineError>((embedder, chunker))
+        })
+        .await
+        .map_err(EngineError::join)??;
+        let library = Library::open(&config.data_dir.join("library"), embedder.dim()).await?;
+        Ok(Self {
+            config,
+            library,
+            embedder: Arc::new(embedder),
+            chunker: Arc::new(chunker),
+            device,
+            gpu,
+            llm: Arc::new(Mutex::new(None)),
+        })
+    }
+
+    /// The configuration the engine was opened with.
+    pub fn config(&self) -> &EngineConfig {
+        &self.config
+    }
+
+    /// The device models run on, and why, with GPU telemetry where available.
+    pub fn gpu_status(&self) -> &GpuStatus {
+        &self.gpu
+    }
+
+    /// Documents that are fully indexed.
+    pub async fn documents(&self) -> Vec<DocumentEntry> {
+        self.library.documents().await
+    }
+
+    /// How much each store holds.
+    pub async fn stats(&self) -> Result<LibraryCounts, EngineError> {
+        Ok(self.library.counts().await?)
+    }
+
+    /// Removes a document by id.
+    pub async fn delete_document(&self, doc_id: &str) -> Result<bool, EngineError> {
+        Ok(self.library.delete_document(doc_id).await?)
+    }
+
+    /// Embeds a query on a blocking thread.
+    async fn embed_query(&self, query: &str) -> Result<Vec<f32>, EngineError> {
+        let embedder = self.embedder.clone();
+        let q = query.to_string();
+        tokio::task::spawn_blocking(move || embedder.embed_query(&q))
+            .await
+            .map_err(EngineError::join)?
+            .map_err(EngineError::from)
+    }
+
+    /// Runs a search. In hybrid mode the query embedding and the BM25 leg
+    /// run concurrently.
+    pub async fn search(&self, req: &SearchRequest) -> Result<Vec<SearchHit>, EngineError> {
+        if req.query.trim().is_empty() {
+            return Err(EngineError::InvalidInput("the search query is empty".into()));
+        }
+        let k = req.top_k.max(1);
+        match req.mode {
+            SearchMode::Bm25 => Ok(self.library.search(&req.query, None, SearchMode::Bm25, k).await?),
+            SearchMode::Dense => {
+                let v = self.embed_query(&req.query).await?;
+                Ok(self.library.search(&req.query, Some(&v), SearchMode::Dense, k).await?)
+            }
+            SearchMode::Hybrid => {
+                let depth = k.max(lectern_index::FUSION_DEPTH);
+                let (v, bm25) = tokio::try_join!(self.embed_query(&req.query), async {
+                    self.library
+                        .search_bm25(&req.query, depth)
+                        .await
+                        .map_err(EngineError::from)
+                })?;
+                let dense = self.library.search_dense(&v, depth).await?;
+                Ok(lectern_index::reciprocal_rank_fusion(
+                    bm25,
+                    dense,
+                    lectern_index::RRF_K,
+                    k,
+                ))
+            }
+        }
+    }
+
+    /// Path of the default language model, if one is configured.
+    pub fn default_llm(&self) -> Option<PathBuf> {
+        self.config.llm_path.clone()
+    }
+}

@@ -1,0 +1,114 @@
+use serde::{Deserialize, Serialize};
+
+/// One chunk with everything a citation needs and its embedding.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ChunkRecord {
+    /// `<doc_id>:<ordinal>`.
+    pub chunk_id: String,
+    /// The document it belongs to.
+    pub doc_id: String,
+    /// Document path.
+    pub path: String,
+    /// Document title.
+    pub title: String,
+    /// 1-based page for paged formats.
+    pub page: Option<u32>,
+    /// Headings in force, outermost first.
+    pub heading_path: Vec<String>,
+    /// Position in the document.
+    pub ordinal: u32,
+    /// Start offset in characters into the page text.
+    pub char_start: u64,
+    /// End offset in characters into the page text.
+    pub char_end: u64,
+    /// The chunk's text.
+    pub text: String,
+    /// Embedding (empty in search results).
+    #[serde(skip_serializing_if = "Vec::is_empty", default)]
+    pub vector: Vec<f32>,
+}
+
+/// A hit from one retrieval leg.
+#[derive(Debug, Clone)]
+pub struct LegHit {
+    /// The chunk (without its vector).
+    pub chunk: ChunkRecord,
+    /// BM25 score, or cosine distance for the dense leg.
+    pub score: f32,
+}
+
+/// Which retrieval to run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum SearchMode {
+    /// BM25 and dense, fused.
+    #[default]
+    Hybrid,
+    /// Embedding similarity only.
+    Dense,
+    /// Keyword (BM25) only.
+    Bm25,
+}
+
+impl std::str::FromStr for SearchMode {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.to_ascii_lowercase().as_str() {
+            "hybrid" => Ok(SearchMode::Hybrid),
+            "dense" => Ok(SearchMode::Dense),
+            "bm25" => Ok(SearchMode::Bm25),
+            other => Err(format!("unknown search mode `{other}` (expected hybrid, dense or bm25)")),
+        }
+    }
+}
+
+impl std::fmt::Display for SearchMode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            SearchMode::Hybrid => "hybrid",
+            SearchMode::Dense => "dense",
+            SearchMode::Bm25 => "bm25",
+        })
+    }
+}
+
+/// A search result with the evidence for its rank.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SearchHit {
+    /// The chunk.
+    pub chunk: ChunkRecord,
+    /// Final score (fused score in hybrid mode, BM25 score or cosine similarity otherwise).
+    pub score: f32,
+    /// 1-based rank in the BM25 leg, if it appeared there.
+    pub bm25_rank: Option<usize>,
+    /// BM25 score, if it appeared in that leg.
+    pub bm25_score: Option<f32>,
+    /// 1-based rank in the dense leg, if it appeared there.
+    pub dense_rank: Option<usize>,
+    /// Cosine distance, if it appeared in the dense leg.
+    pub dense_distance: Option<f32>,
+}
+
+impl SearchHit {
+    pub(crate) fn from_leg(hit: LegHit, index: usize, mode: SearchMode) -> Self {
+        let rank = Some(index + 1);
+        match mode {
+            SearchMode::Dense => SearchHit {
+                score: 1.0 - hit.score,
+                chunk: hit.chunk,
+                bm25_rank: None,
+                bm25_score: None,
+                dense_rank: rank,
+                dense_distance: Some(hit.score),
+            },
+            _ => SearchHit {
+                score: hit.score,
+                chunk: hit.chunk,
+                bm25_rank: rank,
+                bm25_score: Some(hit.score),
+                dense_rank: None,
+                dense_distance: None,
+            },
+        }
+    }
+}

@@ -1,0 +1,30 @@
+//! Everything that runs a neural network in Lectern.
+//!
+//! This crate is the only one that knows candle. It offers two things:
+//!
+//! * [`Embedder`]: a BERT-family sentence embedder (all-MiniLM-L6-v2 by
+//!   default) that turns passages and queries into L2-normalised vectors,
+//!   batched and sorted by length so little compute goes to padding.
+//! * [`Llm`]: a Qwen3 causal language model loaded from a Hugging Face style
+//!   folder (config.json + safetensors + tokenizer.json) or from a single
+//!   GGUF file, with the chat template from the model's own
+//!   `tokenizer_config.json` rendered by minijinja, and token streaming with
+//!   incremental detokenisation.
+//!
+//! Device choice is made by `lectern-gpu`; [`candle_device`] maps its answer
+//! to a candle device, and [`capabilities`] tells it which backends this
+//! build was compiled with.
+
+mod chat;
+mod device;
+mod embed;
+mod error;
+mod llm;
+mod stream;
+
+pub use chat::{ChatMessage, ChatTemplate, Role};
+pub use device::{candle_device, capabilities};
+pub use embed::{Embedder, EmbedderConfig, Pooling};
+pub use error::ModelError;
+pub use llm::{GenerationParams, GenerationStats, Llm, LlmFormat, StopReason};
+pub use stream::TokenStream;

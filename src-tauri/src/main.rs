@@ -1,0 +1,59 @@
+#![cfg_attr(not(debug_assertions), windows_subsystem = "windows")]
+
+//! Lectern's desktop shell: a window with the web UI in `ui/` and thin
+//! commands over `lectern-engine`.
+
+mod commands;
+mod error;
+mod state;
+mod view;
+
+use tauri::Manager;
+use tracing_subscriber::EnvFilter;
+
+use crate::error::CommandError;
+use crate::state::AppState;
+
+fn main() {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| EnvFilter::new("warn,lectern_engine=info,lectern_app=info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+
+    let config = lectern_engine::EngineConfig::from_env(None).map_err(CommandError::from);
+    match &config {
+        Ok(c) => tracing::info!(data_dir = %c.data_dir.display(), "library folder"),
+        Err(e) => tracing::error!(error = %e, "no usable configuration"),
+    }
+
+    let app = tauri::Builder::default()
+        .manage(AppState::new(config))
+        .setup(|app| {
+            // Open the library and load the embedder while the window paints;
+            // commands that arrive first wait for it.
+            let handle = app.handle().clone();
+            tauri::async_runtime::spawn(async move {
+                if let Err(e) = handle.state::<AppState>().engine().await {
+                    tracing::error!(error = %e, "the library did not open");
+                }
+            });
+            Ok(())
+        })
+        .invoke_handler(tauri::generate_handler![
+            commands::ingest,
+            commands::search,
+            commands::ask,
+            commands::stop_answer,
+            commands::gpu_status,
+            commands::library_stats,
+        ])
+        .run(tauri::generate_context!());
+
+    if let Err(e) = app {
+        eprintln!("Lectern could not start: {e}");
+        std::process::exit(1);
+    }
+}
