@@ -82,6 +82,11 @@ enum Command {
         #[command(subcommand)]
         cmd: GpuCmd,
     },
+    /// Measure throughput.
+    Bench {
+        #[command(subcommand)]
+        kind: BenchKind,
+    },
     /// List indexed documents.
     Docs {
         /// Print as JSON.
@@ -148,6 +153,27 @@ enum EvalKind {
 }
 
 #[derive(Subcommand)]
+enum BenchKind {
+    /// Embedding throughput on the first N SciFact documents (title + " " + text),
+    /// the same texts and unit (tokens after truncation, special tokens
+    /// included) as the sentence-transformers peer benchmark.
+    Embed {
+        /// BEIR corpus (.jsonl or .jsonl.gz).
+        #[arg(long)]
+        corpus: PathBuf,
+        /// Number of documents.
+        #[arg(long, default_value_t = 1000)]
+        limit: usize,
+        /// Truncation length in tokens.
+        #[arg(long, default_value_t = 256)]
+        max_tokens: usize,
+        /// Texts per forward pass.
+        #[arg(long, default_value_t = 32)]
+        batch: usize,
+    },
+}
+
+#[derive(Subcommand)]
 enum GpuCmd {
     /// The device that would be used and, where NVML works, live readings.
     Status {
@@ -157,9 +183,13 @@ enum GpuCmd {
     },
 }
 
+/// Warnings by default; parser chatter about recoverable oddities in PDFs and
+/// a LanceDB deprecation notice stay out of the user's terminal.
+const DEFAULT_LOG: &str = "warn,pdf_oxide=error,lance::dataset::scanner=error";
+
 fn init_tracing() {
     let filter = tracing_subscriber::EnvFilter::try_from_env("LECTERN_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(DEFAULT_LOG));
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
@@ -367,6 +397,28 @@ async fn main() -> Result<()> {
                     );
                 }
             }
+        }
+        Command::Bench {
+            kind:
+                BenchKind::Embed {
+                    corpus,
+                    limit,
+                    max_tokens,
+                    batch,
+                },
+        } => {
+            let cfg = config(&cli)?;
+            let texts: Vec<String> = load_corpus(corpus)?
+                .into_iter()
+                .take(*limit)
+                .map(|d| format!("{} {}", d.title, d.text))
+                .collect();
+            let (max_tokens, batch) = (*max_tokens, *batch);
+            let report = tokio::task::spawn_blocking(move || {
+                lectern_engine::bench::bench_embed(&cfg, &texts, max_tokens, batch)
+            })
+            .await??;
+            println!("{}", serde_json::to_string(&report)?);
         }
         Command::Docs { json } => {
             let engine = open(&cli).await?;

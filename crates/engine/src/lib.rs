@@ -12,6 +12,7 @@
 //! the async methods never block the runtime.
 
 mod ask;
+pub mod bench;
 mod config;
 mod error;
 pub mod eval;

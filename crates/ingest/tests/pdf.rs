@@ -1,0 +1,182 @@
+//! PDF parsing against the real evaluation PDFs. Expected page counts come
+//! from `pdfinfo` and phrases from `pdftotext -f N -l N` (poppler).
+
+mod common;
+
+use std::path::Path;
+
+use common::doc;
+use lectern_ingest::{parse_file, Format, IngestError, ParsedDocument};
+
+fn parse_pdf(name: &str) -> ParsedDocument {
+    let path = doc(&format!("pdf/{name}"));
+    let parsed = parse_file(&path).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(parsed.format, Format::Pdf);
+    for (i, page) in parsed.pages.iter().enumerate() {
+        assert_eq!(page.number, Some(i as u32 + 1), "{name}: pages numbered from 1");
+    }
+    parsed
+}
+
+fn squash(s: &str) -> String {
+    s.chars().filter(|c| !c.is_whitespace()).collect()
+}
+
+/// Asserts `phrase` is on page `number` and on neither neighbour, so page
+/// numbers are exact rather than off by one.
+fn assert_phrase_on_page(doc: &ParsedDocument, number: usize, phrase: &str) {
+    let on = |n: usize| {
+        doc.pages
+            .get(n.wrapping_sub(1))
+            .is_some_and(|p| squash(&p.text).contains(&squash(phrase)))
+    };
+    assert!(
+        on(number),
+        "{:?} not found on page {number} of {}; the page reads:\n{}",
+        phrase,
+        doc.path.display(),
+        doc.pages[number - 1].text
+    );
+    assert!(!on(number - 1) && !on(number + 1), "{phrase:?} also on a neighbouring page");
+}
+
+#[test]
+fn debian_reference_en_pages_phrase_and_title() {
+    let parsed = parse_pdf("debian-reference.en.pdf");
+    assert_eq!(parsed.pages.len(), 261);
+    assert_phrase_on_page(
+        &parsed,
+        100,
+        "Use of apt-pinning by a novice user is sure call for major troubles.",
+    );
+    assert_eq!(parsed.title.as_deref(), Some("Debian Reference"));
+    let chars: usize = parsed.char_count();
+    assert!(chars > 500_000, "only {chars} chars extracted");
+}
+
+#[test]
+fn debian_reference_ja_pages_and_cjk_phrase() {
+    let parsed = parse_pdf("debian-reference.ja.pdf");
+    assert_eq!(parsed.pages.len(), 272);
+    assert_phrase_on_page(&parsed, 100, "単純化した apt-pinning テクニックの説明を次にします。");
+    assert_eq!(parsed.title.as_deref(), Some("Debian リファレンス"));
+}
+
+#[test]
+fn two_column_paper_pages_and_phrase() {
+    let parsed = parse_pdf("acmart-sample-sigconf-2col.pdf");
+    assert_eq!(parsed.pages.len(), 6);
+    assert_phrase_on_page(&parsed, 3, "Regardless of the rights management choice");
+    assert_eq!(parsed.title.as_deref(), Some("The Name of the Title Is Hope"));
+    assert!(parsed.warnings.is_empty(), "{:?}", parsed.warnings);
+}
+
+#[test]
+fn tables_paper_pages_and_title_from_file_name() {
+    let parsed = parse_pdf("aastex-sample631-tables.pdf");
+    assert_eq!(parsed.pages.len(), 19);
+    // The metadata title is empty, so the file name stands in.
+    assert_eq!(parsed.title.as_deref(), Some("aastex-sample631-tables"));
+    // Page 16 is a rotated table page; its rows must keep their words apart.
+    assert_phrase_on_page(&parsed, 16, "Table 1 continued on next page");
+    assert!(parsed.pages[15].text.contains("V1065 Cen"));
+}
+
+#[test]
+fn other_pdfs_have_the_right_page_counts() {
+    for (name, pages) in [
+        ("dpr-paper-2col-tables.pdf", 13),
+        ("geotopo-lecture-notes.de.pdf", 117),
+        ("habibi-arabic.pdf", 1),
+        ("scanned-graph-with-ocr-layer.pdf", 1),
+    ] {
+        let parsed = parse_pdf(name);
+        assert_eq!(parsed.pages.len(), pages, "{name}");
+        assert!(
+            parsed.pages.iter().all(|p| !p.text.trim().is_empty()),
+            "{name}: every page has a text layer"
+        );
+        assert!(parsed.warnings.is_empty(), "{name}: {:?}", parsed.warnings);
+    }
+}
+
+#[test]
+fn scanned_pages_warn_that_they_need_ocr() {
+    let parsed = parse_pdf("scanned-huckfinn-p22.pdf");
+    assert_eq!(parsed.pages.len(), 1);
+    assert_eq!(parsed.pages[0].text.trim(), "");
+    assert_eq!(parsed.warnings, vec!["page 1 has no text layer (needs OCR)".to_string()]);
+
+    let parsed = parse_pdf("scanned-linn-brochure-2col.pdf");
+    assert_eq!(parsed.warnings, vec!["page 1 has no text layer (needs OCR)".to_string()]);
+
+    // Six scanned pages; only page 4 carries a small OCR text layer.
+    let parsed = parse_pdf("scanned-multipage-mixed.pdf");
+    assert_eq!(parsed.pages.len(), 6);
+    assert!(parsed.pages[3].text.contains("Oppose"), "{:?}", parsed.pages[3].text);
+    assert_eq!(
+        parsed.warnings,
+        vec!["pages 1, 2, 3, 5, 6 have no text layer (needs OCR)".to_string()]
+    );
+}
+
+#[test]
+fn content_hash_and_size_describe_the_file_bytes() {
+    let path = doc("pdf/habibi-arabic.pdf");
+    let parsed = parse_file(&path).unwrap();
+    let bytes = std::fs::read(&path).unwrap();
+    assert_eq!(parsed.byte_len, bytes.len() as u64);
+    assert_eq!(parsed.content_hash, blake3::hash(&bytes).to_hex().to_string());
+    assert_eq!(parsed.content_hash.len(), 64);
+}
+
+fn assert_fails_naming_file(path: &Path) {
+    match parse_file(path) {
+        Err(e @ (IngestError::Parse { .. } | IngestError::Panicked { .. })) => {
+            assert_eq!(e.path(), Some(path));
+            let message = e.to_string();
+            assert!(message.contains("x.pdf"), "message does not name the file: {message}");
+        }
+        other => panic!("expected a parse error for {}, got {other:?}", path.display()),
+    }
+}
+
+#[test]
+fn corrupt_pdfs_fail_with_an_error_naming_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("x.pdf");
+
+    let garbage: Vec<u8> = (0u32..4096).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8).collect();
+    std::fs::write(&path, &garbage).unwrap();
+    assert_fails_naming_file(&path);
+
+    std::fs::write(&path, b"").unwrap();
+    assert_fails_naming_file(&path);
+
+    std::fs::write(&path, b"%PDF-1.7\n1 0 obj\n<< /Type /Catalog /Pages 2 0 R >>\nendobj\n%%EOF\n").unwrap();
+    assert_fails_naming_file(&path);
+
+    // A real paper cut off after its first kilobyte.
+    let real = std::fs::read(doc("pdf/dpr-paper-2col-tables.pdf")).unwrap();
+    std::fs::write(&path, &real[..1024]).unwrap();
+    assert_fails_naming_file(&path);
+}
+
+#[test]
+fn missing_and_unsupported_files_are_errors_naming_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("gone.pdf");
+    match parse_file(&missing) {
+        Err(e @ IngestError::Io { .. }) => assert!(e.to_string().contains("gone.pdf"), "{e}"),
+        other => panic!("expected an I/O error, got {other:?}"),
+    }
+    let sheet = dir.path().join("table.xlsx");
+    std::fs::write(&sheet, b"PK").unwrap();
+    match parse_file(&sheet) {
+        Err(e @ IngestError::Unsupported { .. }) => {
+            let message = e.to_string();
+            assert!(message.contains("table.xlsx") && message.contains(".xlsx"), "{message}");
+        }
+        other => panic!("expected Unsupported, got {other:?}"),
+    }
+}
