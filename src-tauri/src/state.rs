@@ -31,10 +31,7 @@ impl AppState {
 
     /// The device the user asked for, `auto` when the configuration failed.
     pub fn device_preference(&self) -> DevicePreference {
-        self.config
-            .as_ref()
-            .map(|c| c.device)
-            .unwrap_or_default()
+        self.config.as_ref().map(|c| c.device).unwrap_or_default()
     }
 
     /// The engine, opening it on first use. Callers that arrive while it

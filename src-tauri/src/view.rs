@@ -376,7 +376,10 @@ impl From<&GpuStatus> for GpuView {
                 fields.push(field(&format!("{prefix}Utilisation"), format!("{u}%")));
             }
             if let Some(b) = gpu.process_memory {
-                fields.push(field(&format!("{prefix}Lectern uses"), format!("{} GiB", gib(b))));
+                fields.push(field(
+                    &format!("{prefix}Lectern uses"),
+                    format!("{} GiB", gib(b)),
+                ));
             }
         }
 

@@ -46,7 +46,9 @@ pub fn models_dir() -> PathBuf {
                 .join("models")
         });
     assert!(
-        dir.join("all-MiniLM-L6-v2").join("model.safetensors").is_file(),
+        dir.join("all-MiniLM-L6-v2")
+            .join("model.safetensors")
+            .is_file(),
         "test models not found in {}: run models/provision.sh",
         dir.display()
     );

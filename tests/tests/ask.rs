@@ -38,10 +38,16 @@ async fn ask_with(model: std::path::PathBuf) {
         .sources
         .iter()
         .all(|s| s.path.ends_with("rust-book-ch04-01-what-is-ownership.md")));
-    assert!(answer.stats.prompt_tokens > 200, "sources are in the prompt");
+    assert!(
+        answer.stats.prompt_tokens > 200,
+        "sources are in the prompt"
+    );
     assert!(answer.stats.generated_tokens >= 1);
     let streamed: String = tokens.lock().unwrap().concat();
-    assert_eq!(streamed, answer.text, "streamed pieces add up to the answer");
+    assert_eq!(
+        streamed, answer.text,
+        "streamed pieces add up to the answer"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

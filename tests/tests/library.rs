@@ -32,7 +32,11 @@ async fn ingest_search_reopen_on_real_documents() {
     // The corrupt PDF fails alone; everything else is indexed.
     assert_eq!(report.failed.len(), 1, "{:?}", report.failed);
     assert_eq!(report.failed[0].0, corrupt);
-    assert!(report.failed[0].1.contains("broken.pdf"), "{}", report.failed[0].1);
+    assert!(
+        report.failed[0].1.contains("broken.pdf"),
+        "{}",
+        report.failed[0].1
+    );
     assert_eq!(report.indexed, 5);
     assert!(report.chunks > 50, "only {} chunks", report.chunks);
     assert!(events
@@ -66,8 +70,16 @@ async fn ingest_search_reopen_on_real_documents() {
             .await
             .unwrap();
         let top = &hits[0].chunk;
-        assert!(top.path.ends_with("dpr-paper-2col-tables.pdf"), "{mode}: {}", top.path);
-        assert_eq!(top.page, Some(7), "{mode}: wrong page for the run-time passage");
+        assert!(
+            top.path.ends_with("dpr-paper-2col-tables.pdf"),
+            "{mode}: {}",
+            top.path
+        );
+        assert_eq!(
+            top.page,
+            Some(7),
+            "{mode}: wrong page for the run-time passage"
+        );
         assert!(top.text.contains("995"), "{mode}: {}", top.text);
 
         let hits = engine
@@ -77,7 +89,12 @@ async fn ingest_search_reopen_on_real_documents() {
             ))
             .await
             .unwrap();
-        assert_eq!(hits[0].chunk.page, Some(3), "{mode}: {:?}", hits[0].chunk.title);
+        assert_eq!(
+            hits[0].chunk.page,
+            Some(3),
+            "{mode}: {:?}",
+            hits[0].chunk.title
+        );
     }
 
     // Markdown hits carry their heading path.
@@ -86,15 +103,23 @@ async fn ingest_search_reopen_on_real_documents() {
         .await
         .unwrap();
     let top = &hits[0];
-    assert!(top.chunk.path.ends_with("rust-book-ch04-01-what-is-ownership.md"));
+    assert!(top
+        .chunk
+        .path
+        .ends_with("rust-book-ch04-01-what-is-ownership.md"));
     assert!(
-        top.chunk.heading_path.iter().any(|h| h.contains("Ownership")),
+        top.chunk
+            .heading_path
+            .iter()
+            .any(|h| h.contains("Ownership")),
         "{:?}",
         top.chunk.heading_path
     );
     // Hybrid hits record where they ranked in each leg.
     assert!(top.bm25_rank.is_some() || top.dense_rank.is_some());
-    assert!(hits.iter().any(|h| h.bm25_rank.is_some() && h.dense_rank.is_some()));
+    assert!(hits
+        .iter()
+        .any(|h| h.bm25_rank.is_some() && h.dense_rank.is_some()));
 
     // Plain text, found by its words.
     let hits = engine
@@ -104,7 +129,10 @@ async fn ingest_search_reopen_on_real_documents() {
         ))
         .await
         .unwrap();
-    assert!(hits[0].chunk.path.ends_with("udhr-article1-all-languages.txt"));
+    assert!(hits[0]
+        .chunk
+        .path
+        .ends_with("udhr-article1-all-languages.txt"));
 
     // Offsets point at the chunk's text within its page.
     let stats = engine.stats().await.unwrap();
@@ -129,8 +157,13 @@ async fn ingest_search_reopen_on_real_documents() {
     assert_eq!(after.vector_rows, stats.vector_rows - pdf.chunks as usize);
     assert_eq!(after.text_docs, after.vector_rows);
     let hits = engine
-        .search(&req("Mahalanobis distance L2 transformed space", SearchMode::Bm25))
+        .search(&req(
+            "Mahalanobis distance L2 transformed space",
+            SearchMode::Bm25,
+        ))
         .await
         .unwrap();
-    assert!(hits.iter().all(|h| !h.chunk.path.ends_with("dpr-paper-2col-tables.pdf")));
+    assert!(hits
+        .iter()
+        .all(|h| !h.chunk.path.ends_with("dpr-paper-2col-tables.pdf")));
 }

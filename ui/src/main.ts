@@ -284,7 +284,8 @@ async function startIngest(paths: string[]): Promise<void> {
   ingestBatch.textContent = "Starting…";
   try {
     const summary = await ingest(unique, onIngestEvent);
-    ingestBatch.textContent = summaryText(summary);
+    // While another run is going its progress line stays; its own summary follows.
+    if (activeBatches === 1) ingestBatch.textContent = summaryText(summary);
   } catch (err) {
     const e = asCommandError(err);
     ingestBatch.textContent = `Could not add documents: ${errorText(e)}`;

@@ -16,7 +16,11 @@ use lectern_engine::{
 };
 
 #[derive(Parser)]
-#[command(name = "lectern", version, about = "Ask questions of your own documents, locally.")]
+#[command(
+    name = "lectern",
+    version,
+    about = "Ask questions of your own documents, locally."
+)]
 struct Cli {
     /// Library folder (default: the platform data dir, or LECTERN_DATA_DIR).
     #[arg(long, global = true)]
@@ -231,7 +235,14 @@ fn print_hits(hits: &[SearchHit]) {
         .flatten()
         .collect::<Vec<_>>()
         .join(", ");
-        println!("{:>2}. {}{}  score {:.4}  ({})", i + 1, c.title, page, h.score, legs);
+        println!(
+            "{:>2}. {}{}  score {:.4}  ({})",
+            i + 1,
+            c.title,
+            page,
+            h.score,
+            legs
+        );
         println!("    {}", c.path);
         if !c.heading_path.is_empty() {
             println!("    § {}", c.heading_path.join(" › "));
@@ -384,7 +395,10 @@ async fn main() -> Result<()> {
             if *json {
                 println!("{}", serde_json::to_string_pretty(&reports)?);
             } else {
-                println!("{:<8} {:>8} {:>10} {:>11} {:>8} {:>9}", "mode", "queries", "nDCG@10", "Recall@100", "MRR@10", "search s");
+                println!(
+                    "{:<8} {:>8} {:>10} {:>11} {:>8} {:>9}",
+                    "mode", "queries", "nDCG@10", "Recall@100", "MRR@10", "search s"
+                );
                 for r in &reports {
                     println!(
                         "{:<8} {:>8} {:>10.4} {:>11.4} {:>8.4} {:>9.1}",

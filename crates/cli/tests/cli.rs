@@ -66,7 +66,12 @@ fn ingest_search_and_ask_from_the_command_line() {
 
     let out = ok(&lectern(
         data.path(),
-        &["search", "question encoder dot product similarity", "--mode", "bm25"],
+        &[
+            "search",
+            "question encoder dot product similarity",
+            "--mode",
+            "bm25",
+        ],
     ));
     assert!(out.contains("page"), "{out}");
     assert!(out.contains("bm25 #1"), "{out}");

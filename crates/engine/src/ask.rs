@@ -227,7 +227,11 @@ impl Engine {
             let mut guard = slot
                 .lock()
                 .map_err(|_| EngineError::Internal("language model lock poisoned".into()))?;
-            if guard.as_ref().map(|m| m.path() != model_path).unwrap_or(true) {
+            if guard
+                .as_ref()
+                .map(|m| m.path() != model_path)
+                .unwrap_or(true)
+            {
                 *guard = None;
                 let dev = lectern_models::candle_device(&device)?;
                 tracing::info!(model = %model_path.display(), "loading language model");

@@ -54,8 +54,8 @@ fn open_maybe_gz(path: &Path) -> Result<Box<dyn BufRead>, EngineError> {
 fn read_jsonl<T: serde::de::DeserializeOwned>(path: &Path) -> Result<Vec<T>, EngineError> {
     let mut out = Vec::new();
     for (i, line) in open_maybe_gz(path)?.lines().enumerate() {
-        let line = line
-            .map_err(|e| EngineError::InvalidInput(format!("{}: {e}", path.display())))?;
+        let line =
+            line.map_err(|e| EngineError::InvalidInput(format!("{}: {e}", path.display())))?;
         if line.trim().is_empty() {
             continue;
         }
@@ -80,8 +80,8 @@ pub fn load_queries(path: &Path) -> Result<Vec<BeirQuery>, EngineError> {
 pub fn load_qrels(path: &Path) -> Result<Qrels, EngineError> {
     let mut qrels: Qrels = HashMap::new();
     for (i, line) in open_maybe_gz(path)?.lines().enumerate() {
-        let line = line
-            .map_err(|e| EngineError::InvalidInput(format!("{}: {e}", path.display())))?;
+        let line =
+            line.map_err(|e| EngineError::InvalidInput(format!("{}: {e}", path.display())))?;
         let cols: Vec<&str> = line.split('\t').collect();
         if cols.len() < 3 || (i == 0 && cols[2].trim().parse::<i32>().is_err()) {
             continue;
@@ -131,11 +131,19 @@ pub fn ndcg_at_k(ranked: &[String], rels: &HashMap<String, i32>, k: usize) -> f6
 
 /// Share of relevant documents found in the first k.
 pub fn recall_at_k(ranked: &[String], rels: &HashMap<String, i32>, k: usize) -> f64 {
-    let relevant: HashSet<&String> = rels.iter().filter(|(_, &g)| g > 0).map(|(d, _)| d).collect();
+    let relevant: HashSet<&String> = rels
+        .iter()
+        .filter(|(_, &g)| g > 0)
+        .map(|(d, _)| d)
+        .collect();
     if relevant.is_empty() {
         return 0.0;
     }
-    let found = ranked.iter().take(k).filter(|d| relevant.contains(d)).count();
+    let found = ranked
+        .iter()
+        .take(k)
+        .filter(|d| relevant.contains(d))
+        .count();
     found as f64 / relevant.len() as f64
 }
 
@@ -199,7 +207,11 @@ impl Engine {
             pending.push(ParsedDocument {
                 path: PathBuf::from(&path),
                 format: Format::Text,
-                title: Some(if d.title.is_empty() { d.id.clone() } else { d.title }),
+                title: Some(if d.title.is_empty() {
+                    d.id.clone()
+                } else {
+                    d.title
+                }),
                 content_hash: hash,
                 byte_len: body.len() as u64,
                 pages: vec![Page {
@@ -397,7 +409,11 @@ mod tests {
     fn qrels_parse_with_header_and_reject_bad_scores() {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("q.tsv");
-        std::fs::write(&p, "query-id\tcorpus-id\tscore\n1\td1\t1\n1\td2\t2\n2\td3\t1\n").unwrap();
+        std::fs::write(
+            &p,
+            "query-id\tcorpus-id\tscore\n1\td1\t1\n1\td2\t2\n2\td3\t1\n",
+        )
+        .unwrap();
         let q = load_qrels(&p).unwrap();
         assert_eq!(q.len(), 2);
         assert_eq!(q["1"]["d2"], 2);

@@ -18,7 +18,7 @@ mod error;
 pub mod eval;
 mod ingest;
 
-pub use ask::{AskEvent, AskRequest, Answer, SourceRef};
+pub use ask::{Answer, AskEvent, AskRequest, SourceRef};
 pub use config::EngineConfig;
 pub use error::EngineError;
 pub use ingest::{IngestEvent, IngestReport, ProgressFn};
@@ -151,14 +151,22 @@ impl Engine {
     /// run concurrently.
     pub async fn search(&self, req: &SearchRequest) -> Result<Vec<SearchHit>, EngineError> {
         if req.query.trim().is_empty() {
-            return Err(EngineError::InvalidInput("the search query is empty".into()));
+            return Err(EngineError::InvalidInput(
+                "the search query is empty".into(),
+            ));
         }
         let k = req.top_k.max(1);
         match req.mode {
-            SearchMode::Bm25 => Ok(self.library.search(&req.query, None, SearchMode::Bm25, k).await?),
+            SearchMode::Bm25 => Ok(self
+                .library
+                .search(&req.query, None, SearchMode::Bm25, k)
+                .await?),
             SearchMode::Dense => {
                 let v = self.embed_query(&req.query).await?;
-                Ok(self.library.search(&req.query, Some(&v), SearchMode::Dense, k).await?)
+                Ok(self
+                    .library
+                    .search(&req.query, Some(&v), SearchMode::Dense, k)
+                    .await?)
             }
             SearchMode::Hybrid => {
                 let depth = k.max(lectern_index::FUSION_DEPTH);

@@ -90,11 +90,12 @@ mod tests {
         let dense = vec![hit("c", 0.1), hit("d", 0.2), hit("a", 0.3)];
         let fused = reciprocal_rank_fusion(bm25, dense, 60.0, 10);
         let ids: Vec<&str> = fused.iter().map(|h| h.chunk.chunk_id.as_str()).collect();
-        assert_eq!(ids, ["a", "d", "b", "c"]);
+        // a (1/61 + 1/63) > d (1/62 + 1/63) > c (1/61) > b (1/62).
+        assert_eq!(ids, ["a", "d", "c", "b"]);
         let a = &fused[0];
         assert!((a.score - (1.0 / 61.0 + 1.0 / 63.0)).abs() < 1e-7);
         assert_eq!((a.bm25_rank, a.dense_rank), (Some(1), Some(3)));
-        let c = &fused[3];
+        let c = &fused[2];
         assert_eq!((c.bm25_rank, c.dense_rank), (None, Some(1)));
         assert_eq!(c.dense_distance, Some(0.1));
     }

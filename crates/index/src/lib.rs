@@ -110,7 +110,14 @@ impl Library {
     }
 
     async fn recover(&self) -> Result<(), IndexError> {
-        let known: HashSet<String> = self.manifest.read().await.documents.keys().cloned().collect();
+        let known: HashSet<String> = self
+            .manifest
+            .read()
+            .await
+            .documents
+            .keys()
+            .cloned()
+            .collect();
         let text = self.text.clone();
         let text_docs = tokio::task::spawn_blocking(move || text.doc_ids())
             .await
@@ -145,8 +152,14 @@ impl Library {
 
     /// All fully indexed documents.
     pub async fn documents(&self) -> Vec<DocumentEntry> {
-        let mut docs: Vec<DocumentEntry> =
-            self.manifest.read().await.documents.values().cloned().collect();
+        let mut docs: Vec<DocumentEntry> = self
+            .manifest
+            .read()
+            .await
+            .documents
+            .values()
+            .cloned()
+            .collect();
         docs.sort_by(|a, b| a.path.cmp(&b.path));
         docs
     }
@@ -208,7 +221,8 @@ impl Library {
                 .await
                 .map_err(IndexError::join)??;
         }
-        let (entries, chunks): (Vec<DocumentEntry>, Vec<Vec<ChunkRecord>>) = batch.into_iter().unzip();
+        let (entries, chunks): (Vec<DocumentEntry>, Vec<Vec<ChunkRecord>>) =
+            batch.into_iter().unzip();
         let chunks: Vec<ChunkRecord> = chunks.into_iter().flatten().collect();
         let chunks = Arc::new(chunks);
         self.vectors.add(&chunks).await?;
@@ -300,7 +314,8 @@ impl Library {
         k: usize,
     ) -> Result<Vec<SearchHit>, IndexError> {
         let need_vector = || {
-            vector.ok_or_else(|| IndexError::InvalidInput("dense search needs a query vector".into()))
+            vector
+                .ok_or_else(|| IndexError::InvalidInput("dense search needs a query vector".into()))
         };
         match mode {
             SearchMode::Bm25 => Ok(self

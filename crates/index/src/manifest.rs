@@ -63,7 +63,8 @@ impl Manifest {
     /// the old one, so a crash leaves either the old or the new manifest.
     pub fn save(&self, path: &Path) -> Result<(), IndexError> {
         let tmp = path.with_extension("json.tmp");
-        let bytes = serde_json::to_vec_pretty(self).map_err(|e| IndexError::Internal(e.to_string()))?;
+        let bytes =
+            serde_json::to_vec_pretty(self).map_err(|e| IndexError::Internal(e.to_string()))?;
         let mut f = std::fs::File::create(&tmp).map_err(|e| IndexError::io(&tmp, e))?;
         f.write_all(&bytes).map_err(|e| IndexError::io(&tmp, e))?;
         f.sync_all().map_err(|e| IndexError::io(&tmp, e))?;

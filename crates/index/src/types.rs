@@ -57,7 +57,9 @@ impl std::str::FromStr for SearchMode {
             "hybrid" => Ok(SearchMode::Hybrid),
             "dense" => Ok(SearchMode::Dense),
             "bm25" => Ok(SearchMode::Bm25),
-            other => Err(format!("unknown search mode `{other}` (expected hybrid, dense or bm25)")),
+            other => Err(format!(
+                "unknown search mode `{other}` (expected hybrid, dense or bm25)"
+            )),
         }
     }
 }

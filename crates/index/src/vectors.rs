@@ -76,7 +76,9 @@ impl VectorStore {
             }
             t
         } else {
-            conn.create_empty_table(TABLE, schema.clone()).execute().await?
+            conn.create_empty_table(TABLE, schema.clone())
+                .execute()
+                .await?
         };
         Ok(Self {
             table,
@@ -101,7 +103,10 @@ impl VectorStore {
             .iter()
             .map(|c| serde_json::to_string(&c.heading_path).unwrap_or_else(|_| "[]".into()))
             .collect();
-        let flat: Vec<f32> = chunks.iter().flat_map(|c| c.vector.iter().copied()).collect();
+        let flat: Vec<f32> = chunks
+            .iter()
+            .flat_map(|c| c.vector.iter().copied())
+            .collect();
         let vectors = FixedSizeListArray::try_new(
             Arc::new(Field::new("item", DataType::Float32, true)),
             self.dim as i32,
@@ -120,11 +125,15 @@ impl VectorStore {
                     chunks.iter().map(|c| c.page).collect::<Vec<_>>(),
                 )),
                 Arc::new(StringArray::from_iter_values(headings.iter())),
-                Arc::new(UInt32Array::from_iter_values(chunks.iter().map(|c| c.ordinal))),
+                Arc::new(UInt32Array::from_iter_values(
+                    chunks.iter().map(|c| c.ordinal),
+                )),
                 Arc::new(UInt64Array::from_iter_values(
                     chunks.iter().map(|c| c.char_start),
                 )),
-                Arc::new(UInt64Array::from_iter_values(chunks.iter().map(|c| c.char_end))),
+                Arc::new(UInt64Array::from_iter_values(
+                    chunks.iter().map(|c| c.char_end),
+                )),
                 s(|c| &c.text),
                 Arc::new(vectors),
             ],

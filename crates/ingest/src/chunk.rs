@@ -17,6 +17,9 @@ pub const MIN_MAX_TOKENS: usize = 16;
 /// as one giant encoding.
 const BLOCK_BYTES: usize = 64 * 1024;
 
+/// How many planned windows are checked against their own token count at once.
+const VERIFY_BATCH: usize = 64;
+
 /// How large chunks are and how much consecutive chunks share.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ChunkConfig {
@@ -101,12 +104,17 @@ pub struct Chunk {
 pub struct Chunker {
     tokenizer: Tokenizer,
     config: ChunkConfig,
+    /// Whether the tokenizer never lets a token span whitespace and
+    /// normalizes each char on its own, so that text cut at whitespace
+    /// tokenizes exactly as it did in context.
+    splits_at_whitespace: bool,
 }
 
 impl fmt::Debug for Chunker {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Chunker")
             .field("config", &self.config)
+            .field("splits_at_whitespace", &self.splits_at_whitespace)
             .finish_non_exhaustive()
     }
 }
@@ -156,7 +164,12 @@ impl Chunker {
             .with_truncation(None)
             .map_err(|e| IngestError::Tokenizer(format!("cannot switch off truncation: {e}")))?;
         tokenizer.with_padding(None);
-        Ok(Chunker { tokenizer, config })
+        let splits_at_whitespace = splits_at_whitespace(&tokenizer);
+        Ok(Chunker {
+            tokenizer,
+            config,
+            splits_at_whitespace,
+        })
     }
 
     /// Loads a Hugging Face `tokenizer.json` and creates a chunker with it.
@@ -253,42 +266,140 @@ impl Chunker {
         let max = self.config.max_tokens;
         let mut out = Vec::new();
         let mut i = 0;
+        // Windows are planned with the section's token counts. A window cut
+        // at whitespace keeps that count when the tokenizer splits at
+        // whitespace; any other window is checked, in parallel batches,
+        // against the count of its own text. The two can differ when a
+        // window is cut inside a word; such a window is shrunk until it fits
+        // and planning resumes after it.
+        'plan: loop {
+            let mut plan = Vec::with_capacity(VERIFY_BATCH);
+            let mut at = i;
+            loop {
+                let k = self.cut(text, &units, &cum, at);
+                let next = (k < n).then(|| self.next_start(text, &units, &cum, at, k));
+                plan.push((at, k, next));
+                match next {
+                    Some(next) if plan.len() < VERIFY_BATCH => at = next,
+                    _ => break,
+                }
+            }
+            let ranges: Vec<(usize, usize)> = plan
+                .iter()
+                .map(|&(at, k, _)| window_range(text, &units, at, k))
+                .collect();
+            let counts = self.window_counts(text, &units, &cum, &plan, &ranges);
+            for ((&(at, k, next), &(a, b)), tokens) in plan.iter().zip(&ranges).zip(counts) {
+                if tokens <= max || k <= at + 1 {
+                    push_window(&mut out, a, b, tokens);
+                    match next {
+                        Some(next) => i = next,
+                        None => break 'plan,
+                    }
+                } else {
+                    let (k, window) = self.shrink(text, &units, &cum, at, k, tokens);
+                    push_window(&mut out, window.start, window.end, window.tokens);
+                    i = self.next_start(text, &units, &cum, at, k);
+                    continue 'plan;
+                }
+            }
+        }
+        out
+    }
+
+    /// Where the window starting at unit `i` ends, by the section's counts:
+    /// at the end of the section if the rest fits, else at the best break in
+    /// the last quarter of the window.
+    fn cut(&self, text: &str, units: &[Unit], cum: &[usize], i: usize) -> usize {
+        let limit = cum[i] + self.config.max_tokens;
+        let fits = cum.partition_point(|&c| c <= limit) - 1;
+        let j = fits.max(i + 1);
+        if j == units.len() {
+            j
+        } else {
+            self.choose_cut(text, units, cum, i, j)
+        }
+    }
+
+    /// Moves the end of the window `i..k`, whose own text has `tokens` tokens,
+    /// back until the text fits in `max_tokens` or holds a single unit.
+    fn shrink(
+        &self,
+        text: &str,
+        units: &[Unit],
+        cum: &[usize],
+        i: usize,
+        mut k: usize,
+        mut tokens: usize,
+    ) -> (usize, Window) {
+        let max = self.config.max_tokens;
         loop {
-            let limit = cum[i] + max;
-            let fits = cum.partition_point(|&c| c <= limit) - 1;
-            let j = fits.max(i + 1);
-            let mut k = if j == n {
-                n
-            } else {
-                self.choose_cut(text, &units, &cum, i, j)
-            };
-            let start = if i == 0 { 0 } else { units[i].start };
-            let window = loop {
-                let end = if k == n { text.len() } else { units[k].start };
-                let (a, b) = trim(text, start, end);
-                let tokens = self.count_tokens(&text[a..b]);
-                if tokens <= max || k <= i + 1 {
-                    break Window {
+            // Give up as many units as there are excess tokens, at least one.
+            let target = cum[k].saturating_sub(tokens - max);
+            k = cum[..k]
+                .partition_point(|&c| c <= target)
+                .saturating_sub(1)
+                .max(i + 1);
+            let (a, b) = window_range(text, units, i, k);
+            tokens = self.count_tokens(&text[a..b]);
+            if tokens <= max || k <= i + 1 {
+                return (
+                    k,
+                    Window {
                         start: a,
                         end: b,
                         tokens,
-                    };
-                }
-                // The text on its own tokenizes to more tokens than its share
-                // of the section did (a cut inside a word can do that): give
-                // up as many units as there are excess tokens and retry.
-                let target = cum[k].saturating_sub(tokens - max);
-                k = (cum[..k].partition_point(|&c| c <= target).saturating_sub(1)).max(i + 1);
-            };
-            if window.start < window.end && window.tokens > 0 {
-                out.push(window);
+                    },
+                );
             }
-            if k >= n {
-                break;
-            }
-            i = self.next_start(text, &units, &cum, i, k);
         }
-        out
+    }
+
+    /// The token counts of planned windows (`(start unit, end unit, _)`)
+    /// whose trimmed byte ranges are `ranges`: taken from the section's
+    /// counts where that is exact, else computed in parallel.
+    fn window_counts(
+        &self,
+        text: &str,
+        units: &[Unit],
+        cum: &[usize],
+        plan: &[(usize, usize, Option<usize>)],
+        ranges: &[(usize, usize)],
+    ) -> Vec<usize> {
+        let spaced = |k: usize| {
+            k == 0
+                || k == units.len()
+                || text[units[k - 1].end.min(units[k].start)..units[k].start]
+                    .contains(is_split_space)
+        };
+        let mut counts = vec![0; plan.len()];
+        let mut unsure = Vec::new();
+        for (n, &(i, k, _)) in plan.iter().enumerate() {
+            if self.splits_at_whitespace && spaced(i) && spaced(k) {
+                counts[n] = cum[k] - cum[i];
+            } else {
+                unsure.push(n);
+            }
+        }
+        if !unsure.is_empty() {
+            let inputs: Vec<&str> = unsure
+                .iter()
+                .map(|&n| &text[ranges[n].0..ranges[n].1])
+                .collect();
+            match self.tokenizer.encode_batch_fast(inputs.clone(), false) {
+                Ok(encodings) => {
+                    for (&n, encoding) in unsure.iter().zip(&encodings) {
+                        counts[n] = encoding.len();
+                    }
+                }
+                Err(_) => {
+                    for (&n, input) in unsure.iter().zip(&inputs) {
+                        counts[n] = self.count_tokens(input);
+                    }
+                }
+            }
+        }
+        counts
     }
 
     /// Tokenizes a section once and groups its tokens into [`Unit`]s.
@@ -365,6 +476,58 @@ impl Chunker {
     }
 }
 
+/// Whether `tokenizer` splits text at whitespace before its model sees it
+/// and normalizes char by char: then no token spans whitespace and a
+/// passage cut at whitespace tokenizes exactly as it did in context.
+fn splits_at_whitespace(tokenizer: &Tokenizer) -> bool {
+    use tokenizers::{NormalizerWrapper as N, PreTokenizerWrapper as P};
+    let normalizer_is_local = match tokenizer.get_normalizer() {
+        None => true,
+        Some(n) => matches!(
+            n,
+            N::BertNormalizer(_)
+                | N::Lowercase(_)
+                | N::StripAccents(_)
+                | N::NFC(_)
+                | N::NFD(_)
+                | N::NFKC(_)
+                | N::NFKD(_)
+        ),
+    };
+    let pre_tokenizer_splits = matches!(
+        tokenizer.get_pre_tokenizer(),
+        Some(P::BertPreTokenizer(_) | P::Whitespace(_) | P::WhitespaceSplit(_))
+    );
+    normalizer_is_local && pre_tokenizer_splits
+}
+
+/// Whitespace that every tokenizer accepted by [`splits_at_whitespace`]
+/// splits at. Narrower than [`char::is_whitespace`]: BERT's normalizer
+/// deletes control characters such as form feed, joining the words around them.
+fn is_split_space(c: char) -> bool {
+    matches!(
+        c,
+        ' ' | '\t' | '\n' | '\r' | '\u{A0}' | '\u{1680}' | '\u{2000}'
+            ..='\u{200A}' | '\u{202F}' | '\u{205F}' | '\u{3000}'
+    )
+}
+
+/// The trimmed byte range of the window from unit `i` to the boundary before
+/// unit `k`; the first window starts at the section start and the last ends
+/// at the section end, so text the tokenizer skips is still covered.
+fn window_range(text: &str, units: &[Unit], i: usize, k: usize) -> (usize, usize) {
+    let start = if i == 0 { 0 } else { units[i].start };
+    let end = units.get(k).map_or(text.len(), |u| u.start);
+    trim(text, start, end)
+}
+
+/// Adds a window unless it is empty.
+fn push_window(out: &mut Vec<Window>, start: usize, end: usize, tokens: usize) {
+    if start < end && tokens > 0 {
+        out.push(Window { start, end, tokens });
+    }
+}
+
 /// Classifies the boundary before `units[k]`; `0 < k < units.len()`.
 fn boundary(text: &str, units: &[Unit], k: usize) -> Break {
     let next_start = units[k].start;
@@ -400,7 +563,8 @@ fn boundary(text: &str, units: &[Unit], k: usize) -> Break {
 /// letter, digit or opening quote or bracket (so `:q! |` is no sentence end).
 fn starts_sentence(c: char) -> bool {
     !c.is_lowercase()
-        && (c.is_alphanumeric() || ['"', '\'', '“', '‘', '«', '(', '[', '¿', '¡', '「', '『'].contains(&c))
+        && (c.is_alphanumeric()
+            || ['"', '\'', '“', '‘', '«', '(', '[', '¿', '¡', '「', '『'].contains(&c))
 }
 
 /// Whether `before` ends with a short line that stands alone as a paragraph
@@ -532,12 +696,17 @@ mod tests {
             max_tokens: 15,
             overlap_tokens: 0,
         };
-        assert!(matches!(small.validate(), Err(IngestError::InvalidConfig(_))));
+        assert!(matches!(
+            small.validate(),
+            Err(IngestError::InvalidConfig(_))
+        ));
         let overlap = ChunkConfig {
             max_tokens: 64,
             overlap_tokens: 32,
         };
-        assert!(matches!(overlap.validate(), Err(IngestError::InvalidConfig(m)) if m.contains("overlap_tokens")));
+        assert!(
+            matches!(overlap.validate(), Err(IngestError::InvalidConfig(m)) if m.contains("overlap_tokens"))
+        );
         let ok = ChunkConfig {
             max_tokens: 16,
             overlap_tokens: 7,
@@ -578,7 +747,9 @@ mod tests {
 
     #[test]
     fn heading_like_lines() {
-        assert!(ends_with_heading_like_line("text.\n\n1.4.8.\u{a0}Using vim"));
+        assert!(ends_with_heading_like_line(
+            "text.\n\n1.4.8.\u{a0}Using vim"
+        ));
         assert!(ends_with_heading_like_line("Tip"));
         assert!(!ends_with_heading_like_line("text.\n\nA whole sentence."));
         assert!(!ends_with_heading_like_line("a wrapped\nline of prose"));

@@ -59,8 +59,14 @@ mod tests {
         assert_eq!(detect_format(Path::new("a/notes.TXT")), Some(Format::Text));
         assert_eq!(detect_format(Path::new("server.log")), Some(Format::Text));
         assert_eq!(detect_format(Path::new("x.text")), Some(Format::Text));
-        assert_eq!(detect_format(Path::new("README.Md")), Some(Format::Markdown));
-        assert_eq!(detect_format(Path::new("b.markdown")), Some(Format::Markdown));
+        assert_eq!(
+            detect_format(Path::new("README.Md")),
+            Some(Format::Markdown)
+        );
+        assert_eq!(
+            detect_format(Path::new("b.markdown")),
+            Some(Format::Markdown)
+        );
         assert_eq!(detect_format(Path::new("paper.PDF")), Some(Format::Pdf));
         assert_eq!(detect_format(Path::new("sheet.xlsx")), None);
         assert_eq!(detect_format(Path::new("Makefile")), None);

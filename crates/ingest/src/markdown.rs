@@ -44,7 +44,10 @@ pub(crate) fn sections(text: &str) -> Vec<Section> {
                 heading_path: path.iter().map(|(_, t)| t.clone()).collect(),
             });
         }
-        while path.last().is_some_and(|(level, _)| *level >= heading.level) {
+        while path
+            .last()
+            .is_some_and(|(level, _)| *level >= heading.level)
+        {
             path.pop();
         }
         if !heading.text.is_empty() {
@@ -162,7 +165,8 @@ mod tests {
 
     #[test]
     fn hashes_in_fenced_code_are_not_headings() {
-        let text = "# Top\n````sh\n# a comment\n```\n## still code\n`````\n## Real\n~~~\n# x\n```\n~~~\n";
+        let text =
+            "# Top\n````sh\n# a comment\n```\n## still code\n`````\n## Real\n~~~\n# x\n```\n~~~\n";
         let got = paths(text);
         assert_eq!(got.len(), 2);
         assert_eq!(got[0].1, vec!["Top"]);

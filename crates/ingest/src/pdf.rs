@@ -24,7 +24,8 @@ pub(crate) struct PdfText {
     pub pages: Vec<String>,
     /// The `/Title` of the document information dictionary, if set.
     pub title: Option<String>,
-    /// Pages that could not be read and pages without a text layer.
+    /// Pages that could not be read, scanned pages without a text layer, and
+    /// blank pages.
     pub warnings: Vec<String>,
 }
 
@@ -32,9 +33,12 @@ pub(crate) struct PdfText {
 ///
 /// Fails when the file cannot be opened as a PDF at all, is encrypted with a
 /// password, has no pages, or has no page that could be read. Pages that
-/// fail on their own (error or panic) are kept with empty text and a warning.
+/// fail on their own (error or panic) are kept with empty text and a warning;
+/// so are pages without text, told apart as scans (they paint an image) or
+/// blank pages.
 pub(crate) fn extract(bytes: &[u8]) -> Result<PdfText, String> {
-    let doc = PdfDocument::from_bytes(bytes.to_vec()).map_err(|e| format!("not a readable PDF: {e}"))?;
+    let doc =
+        PdfDocument::from_bytes(bytes.to_vec()).map_err(|e| format!("not a readable PDF: {e}"))?;
     if doc.is_encrypted() && !doc.is_authenticated() {
         return Err("the PDF is encrypted and needs a password".to_string());
     }
@@ -48,13 +52,18 @@ pub(crate) fn extract(bytes: &[u8]) -> Result<PdfText, String> {
     let mut pages = Vec::with_capacity(count);
     let mut failed: Vec<(usize, String)> = Vec::new();
     let mut textless = Vec::new();
+    let mut blank = Vec::new();
     for index in 0..count {
         let number = index + 1;
         match catch_unwind(AssertUnwindSafe(|| doc.extract_text(index))) {
             Ok(Ok(text)) => {
                 let text = clean(text);
                 if text.trim().is_empty() {
-                    textless.push(number);
+                    if is_blank(&doc, index) {
+                        blank.push(number);
+                    } else {
+                        textless.push(number);
+                    }
                 }
                 pages.push(text);
             }
@@ -91,6 +100,9 @@ pub(crate) fn extract(bytes: &[u8]) -> Result<PdfText, String> {
     if let Some(w) = no_text_warning(&textless) {
         warnings.push(w);
     }
+    if let Some(w) = blank_warning(&blank) {
+        warnings.push(w);
+    }
     Ok(PdfText {
         pages,
         title: title(&doc),
@@ -108,7 +120,29 @@ fn clean(text: String) -> String {
     }
 }
 
-/// The warning naming the pages, read without error, that have no text.
+/// Whether a page without text also paints no image: an empty page rather
+/// than a scan. A page whose images cannot be listed counts as a scan.
+fn is_blank(doc: &PdfDocument, index: usize) -> bool {
+    catch_unwind(AssertUnwindSafe(|| doc.page_image_handles(index)))
+        .ok()
+        .and_then(Result::ok)
+        .is_some_and(|images| images.is_empty())
+}
+
+/// The warning naming pages that hold neither text nor images.
+fn blank_warning(pages: &[usize]) -> Option<String> {
+    match pages {
+        [] => None,
+        [one] => Some(format!("page {one} is blank")),
+        many => {
+            let list: Vec<String> = many.iter().map(|n| n.to_string()).collect();
+            Some(format!("pages {} are blank", list.join(", ")))
+        }
+    }
+}
+
+/// The warning naming the pages, read without error, that have no text
+/// but paint images: scans that need OCR.
 pub(crate) fn no_text_warning(pages: &[usize]) -> Option<String> {
     match pages {
         [] => None,

@@ -52,28 +52,30 @@ fn invariants_hold_on_a_long_cjk_pdf() {
     assert!(pages.len() > 260, "chunks on only {} pages", pages.len());
 }
 
-/// How chunks end: (share ending a sentence or paragraph, share ending at
-/// least at a line end or one of those).
+/// How chunks end: (share ending a sentence or a paragraph, share ending at
+/// least at a line end).
 fn ending_shares(page: &str, chunks: &[lectern_ingest::Chunk]) -> (f64, f64) {
-    let bytes_at: Vec<usize> = page.char_indices().map(|(b, _)| b).chain([page.len()]).collect();
+    let bytes_at: Vec<usize> = page
+        .char_indices()
+        .map(|(b, _)| b)
+        .chain([page.len()])
+        .collect();
+    let blanks: &[char] = &[' ', '\t', '\r', '\u{a0}'];
     let mut sentence = 0;
     let mut line = 0;
     for c in chunks {
-        let after: String = page[bytes_at[c.char_end]..].chars().take(8).collect();
-        let blank_line = after.trim_start_matches([' ', '\t', '\r']).starts_with('\n')
-            && after.trim_start_matches([' ', '\t', '\r']).trim_start_matches('\n').len()
-                < after.trim_start_matches([' ', '\t', '\r']).len() - 1
-            || after.is_empty();
-        let ends_sentence = c
+        let rest = page[bytes_at[c.char_end]..].trim_start_matches(blanks);
+        let line_end = rest.is_empty() || rest.starts_with('\n');
+        let paragraph_end = rest.is_empty()
+            || rest
+                .strip_prefix('\n')
+                .is_some_and(|r| r.trim_start_matches(blanks).starts_with('\n'));
+        let sentence_end = c
             .text
             .trim_end_matches(['"', '\'', ')', '”', '’'])
             .ends_with(['.', '!', '?']);
-        if ends_sentence || blank_line {
-            sentence += 1;
-        }
-        if ends_sentence || blank_line || after.trim_start_matches([' ', '\t', '\r']).starts_with('\n') {
-            line += 1;
-        }
+        sentence += usize::from(sentence_end || paragraph_end);
+        line += usize::from(sentence_end || line_end);
     }
     let n = chunks.len() as f64;
     (sentence as f64 / n, line as f64 / n)
@@ -83,19 +85,36 @@ fn ending_shares(page: &str, chunks: &[lectern_ingest::Chunk]) -> (f64, f64) {
 fn windows_prefer_paragraph_sentence_and_line_ends() {
     let chunker = chunker(ChunkConfig::default());
     for (name, min_sentence, min_line) in [
-        ("txt/debian-reference.en.txt", 0.0, 0.0),
-        ("txt/war-and-peace-maude.txt", 0.0, 0.0),
+        // A manual full of tables and command listings.
+        ("txt/debian-reference.en.txt", 0.3, 0.8),
+        // A novel: prose in short paragraphs.
+        ("txt/war-and-peace-maude.txt", 0.85, 0.95),
     ] {
         let parsed = parse_file(&doc(name)).unwrap();
         let chunks = chunker.chunk(&parsed);
         let (sentence, line) = ending_shares(&parsed.pages[0].text, &chunks);
-        println!("{name}: {:.1}% end a sentence or paragraph, {:.1}% at least a line", sentence * 100.0, line * 100.0);
-        assert!(sentence >= min_sentence, "{name}: only {:.0}% of chunks end a sentence or paragraph", sentence * 100.0);
-        assert!(line >= min_line, "{name}: only {:.0}% of chunks end at a line end", line * 100.0);
+        println!(
+            "{name}: {:.1}% end a sentence or paragraph, {:.1}% at least a line",
+            sentence * 100.0,
+            line * 100.0
+        );
+        assert!(
+            sentence >= min_sentence,
+            "{name}: only {:.0}% of chunks end a sentence or paragraph",
+            sentence * 100.0
+        );
+        assert!(
+            line >= min_line,
+            "{name}: only {:.0}% of chunks end at a line end",
+            line * 100.0
+        );
         // Windows use most of their budget.
         let mean = chunks.iter().map(|c| c.token_count).sum::<usize>() as f64 / chunks.len() as f64;
         println!("{name}: mean {mean:.0} tokens");
-        assert!(mean > 0.75 * 192.0, "{name}: mean chunk is only {mean:.0} tokens");
+        assert!(
+            mean > 0.75 * 192.0,
+            "{name}: mean chunk is only {mean:.0} tokens"
+        );
     }
 }
 
@@ -162,7 +181,9 @@ fn invalid_configs_are_rejected() {
     }
     let missing = std::path::Path::new("/nonexistent/tokenizer.json");
     match Chunker::from_tokenizer_file(missing, ChunkConfig::default()) {
-        Err(e @ IngestError::Tokenizer(_)) => assert!(e.to_string().contains("/nonexistent/tokenizer.json")),
+        Err(e @ IngestError::Tokenizer(_)) => {
+            assert!(e.to_string().contains("/nonexistent/tokenizer.json"))
+        }
         other => panic!("expected a tokenizer error, got {other:?}"),
     }
 }

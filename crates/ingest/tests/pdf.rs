@@ -13,7 +13,11 @@ fn parse_pdf(name: &str) -> ParsedDocument {
     let parsed = parse_file(&path).unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(parsed.format, Format::Pdf);
     for (i, page) in parsed.pages.iter().enumerate() {
-        assert_eq!(page.number, Some(i as u32 + 1), "{name}: pages numbered from 1");
+        assert_eq!(
+            page.number,
+            Some(i as u32 + 1),
+            "{name}: pages numbered from 1"
+        );
     }
     parsed
 }
@@ -37,7 +41,10 @@ fn assert_phrase_on_page(doc: &ParsedDocument, number: usize, phrase: &str) {
         doc.path.display(),
         doc.pages[number - 1].text
     );
-    assert!(!on(number - 1) && !on(number + 1), "{phrase:?} also on a neighbouring page");
+    assert!(
+        !on(number - 1) && !on(number + 1),
+        "{phrase:?} also on a neighbouring page"
+    );
 }
 
 #[test]
@@ -58,7 +65,11 @@ fn debian_reference_en_pages_phrase_and_title() {
 fn debian_reference_ja_pages_and_cjk_phrase() {
     let parsed = parse_pdf("debian-reference.ja.pdf");
     assert_eq!(parsed.pages.len(), 272);
-    assert_phrase_on_page(&parsed, 100, "単純化した apt-pinning テクニックの説明を次にします。");
+    assert_phrase_on_page(
+        &parsed,
+        100,
+        "単純化した apt-pinning テクニックの説明を次にします。",
+    );
     assert_eq!(parsed.title.as_deref(), Some("Debian リファレンス"));
 }
 
@@ -67,7 +78,10 @@ fn two_column_paper_pages_and_phrase() {
     let parsed = parse_pdf("acmart-sample-sigconf-2col.pdf");
     assert_eq!(parsed.pages.len(), 6);
     assert_phrase_on_page(&parsed, 3, "Regardless of the rights management choice");
-    assert_eq!(parsed.title.as_deref(), Some("The Name of the Title Is Hope"));
+    assert_eq!(
+        parsed.title.as_deref(),
+        Some("The Name of the Title Is Hope")
+    );
     assert!(parsed.warnings.is_empty(), "{:?}", parsed.warnings);
 }
 
@@ -105,15 +119,25 @@ fn scanned_pages_warn_that_they_need_ocr() {
     let parsed = parse_pdf("scanned-huckfinn-p22.pdf");
     assert_eq!(parsed.pages.len(), 1);
     assert_eq!(parsed.pages[0].text.trim(), "");
-    assert_eq!(parsed.warnings, vec!["page 1 has no text layer (needs OCR)".to_string()]);
+    assert_eq!(
+        parsed.warnings,
+        vec!["page 1 has no text layer (needs OCR)".to_string()]
+    );
 
     let parsed = parse_pdf("scanned-linn-brochure-2col.pdf");
-    assert_eq!(parsed.warnings, vec!["page 1 has no text layer (needs OCR)".to_string()]);
+    assert_eq!(
+        parsed.warnings,
+        vec!["page 1 has no text layer (needs OCR)".to_string()]
+    );
 
     // Six scanned pages; only page 4 carries a small OCR text layer.
     let parsed = parse_pdf("scanned-multipage-mixed.pdf");
     assert_eq!(parsed.pages.len(), 6);
-    assert!(parsed.pages[3].text.contains("Oppose"), "{:?}", parsed.pages[3].text);
+    assert!(
+        parsed.pages[3].text.contains("Oppose"),
+        "{:?}",
+        parsed.pages[3].text
+    );
     assert_eq!(
         parsed.warnings,
         vec!["pages 1, 2, 3, 5, 6 have no text layer (needs OCR)".to_string()]
@@ -126,8 +150,100 @@ fn content_hash_and_size_describe_the_file_bytes() {
     let parsed = parse_file(&path).unwrap();
     let bytes = std::fs::read(&path).unwrap();
     assert_eq!(parsed.byte_len, bytes.len() as u64);
-    assert_eq!(parsed.content_hash, blake3::hash(&bytes).to_hex().to_string());
+    assert_eq!(
+        parsed.content_hash,
+        blake3::hash(&bytes).to_hex().to_string()
+    );
     assert_eq!(parsed.content_hash.len(), 64);
+}
+
+/// A small valid PDF whose pages are given as content streams (`None`: a page
+/// without contents), with a UTF-16 `/Title`.
+fn synthetic_pdf(pages: &[Option<&str>], title: &str) -> Vec<u8> {
+    let mut objects: Vec<String> = Vec::new();
+    let first_page = 5;
+    let kids: Vec<String> = (0..pages.len())
+        .map(|i| format!("{} 0 R", first_page + 2 * i))
+        .collect();
+    let title_hex: String = std::iter::once(0xFEFF)
+        .chain(title.encode_utf16())
+        .map(|u| format!("{u:04X}"))
+        .collect();
+    objects.push("<< /Type /Catalog /Pages 2 0 R >>".to_string());
+    objects.push(format!(
+        "<< /Type /Pages /Kids [{}] /Count {} >>",
+        kids.join(" "),
+        pages.len()
+    ));
+    objects.push("<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica >>".to_string());
+    objects.push(format!("<< /Title <{title_hex}> >>"));
+    for (i, content) in pages.iter().enumerate() {
+        let contents_id = first_page + 2 * i + 1;
+        let contents = match content {
+            Some(_) => format!(" /Contents {contents_id} 0 R"),
+            None => String::new(),
+        };
+        objects.push(format!(
+            "<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] \
+             /Resources << /Font << /F1 3 0 R >> >>{contents} >>"
+        ));
+        let stream = content.unwrap_or("");
+        objects.push(format!(
+            "<< /Length {} >>\nstream\n{stream}\nendstream",
+            stream.len() + 1
+        ));
+    }
+    let mut out = b"%PDF-1.4\n".to_vec();
+    let mut offsets = Vec::new();
+    for (i, body) in objects.iter().enumerate() {
+        offsets.push(out.len());
+        out.extend(format!("{} 0 obj\n{body}\nendobj\n", i + 1).bytes());
+    }
+    let xref = out.len();
+    out.extend(format!("xref\n0 {}\n0000000000 65535 f \n", objects.len() + 1).bytes());
+    for offset in offsets {
+        out.extend(format!("{offset:010} 00000 n \n").bytes());
+    }
+    out.extend(
+        format!(
+            "trailer\n<< /Size {} /Root 1 0 R /Info 4 0 R >>\nstartxref\n{xref}\n%%EOF\n",
+            objects.len() + 1
+        )
+        .bytes(),
+    );
+    out
+}
+
+#[test]
+fn blank_pages_are_told_apart_from_scans() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("three.pdf");
+    let text = |s: &str| format!("BT /F1 24 Tf 72 700 Td ({s}) Tj ET");
+    let (one, three, five) = (
+        text("Alpha page one"),
+        text("Gamma page three"),
+        text("Epsilon page five"),
+    );
+    let pdf = synthetic_pdf(
+        &[
+            Some(&one),
+            None,
+            Some(&three),
+            Some("0.5 g 72 72 100 100 re f"),
+            Some(&five),
+        ],
+        "Drei Seiten – Grüße",
+    );
+    std::fs::write(&path, pdf).unwrap();
+    let parsed = parse_file(&path).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(parsed.pages.len(), 5);
+    assert_phrase_on_page(&parsed, 1, "Alpha page one");
+    assert_phrase_on_page(&parsed, 3, "Gamma page three");
+    assert_phrase_on_page(&parsed, 5, "Epsilon page five");
+    assert_eq!(parsed.pages[1].text.trim(), "");
+    assert_eq!(parsed.pages[3].text.trim(), "");
+    assert_eq!(parsed.title.as_deref(), Some("Drei Seiten – Grüße"));
+    assert_eq!(parsed.warnings, vec!["pages 2, 4 are blank".to_string()]);
 }
 
 fn assert_fails_naming_file(path: &Path) {
@@ -135,9 +251,15 @@ fn assert_fails_naming_file(path: &Path) {
         Err(e @ (IngestError::Parse { .. } | IngestError::Panicked { .. })) => {
             assert_eq!(e.path(), Some(path));
             let message = e.to_string();
-            assert!(message.contains("x.pdf"), "message does not name the file: {message}");
+            assert!(
+                message.contains("x.pdf"),
+                "message does not name the file: {message}"
+            );
         }
-        other => panic!("expected a parse error for {}, got {other:?}", path.display()),
+        other => panic!(
+            "expected a parse error for {}, got {other:?}",
+            path.display()
+        ),
     }
 }
 
@@ -146,14 +268,20 @@ fn corrupt_pdfs_fail_with_an_error_naming_the_file() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("x.pdf");
 
-    let garbage: Vec<u8> = (0u32..4096).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8).collect();
+    let garbage: Vec<u8> = (0u32..4096)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+        .collect();
     std::fs::write(&path, &garbage).unwrap();
     assert_fails_naming_file(&path);
 
     std::fs::write(&path, b"").unwrap();
     assert_fails_naming_file(&path);
 
-    std::fs::write(&path, b"%PDF-1.7\n1 0 obj\n<< /Type /Catalog /Pages 2 0 R >>\nendobj\n%%EOF\n").unwrap();
+    std::fs::write(
+        &path,
+        b"%PDF-1.7\n1 0 obj\n<< /Type /Catalog /Pages 2 0 R >>\nendobj\n%%EOF\n",
+    )
+    .unwrap();
     assert_fails_naming_file(&path);
 
     // A real paper cut off after its first kilobyte.
@@ -175,7 +303,10 @@ fn missing_and_unsupported_files_are_errors_naming_the_file() {
     match parse_file(&sheet) {
         Err(e @ IngestError::Unsupported { .. }) => {
             let message = e.to_string();
-            assert!(message.contains("table.xlsx") && message.contains(".xlsx"), "{message}");
+            assert!(
+                message.contains("table.xlsx") && message.contains(".xlsx"),
+                "{message}"
+            );
         }
         other => panic!("expected Unsupported, got {other:?}"),
     }

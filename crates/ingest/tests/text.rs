@@ -16,7 +16,10 @@ fn markdown_chunks_carry_their_heading_path() {
     assert_eq!(parsed.pages.len(), 1);
     assert_eq!(parsed.pages[0].number, None);
     // The chapter has no level-1 heading, so the file name is the title.
-    assert_eq!(parsed.title.as_deref(), Some("rust-book-ch03-02-data-types"));
+    assert_eq!(
+        parsed.title.as_deref(),
+        Some("rust-book-ch03-02-data-types")
+    );
 
     let chunker = chunker(ChunkConfig::default());
     let chunks = chunker.chunk(&parsed);
@@ -30,8 +33,14 @@ fn markdown_chunks_carry_their_heading_path() {
             .heading_path
             .clone()
     };
-    assert_eq!(path_of("Rust is a statically typed language"), ["Data Types"]);
-    assert_eq!(path_of("A scalar type represents a single value"), ["Data Types", "Scalar Types"]);
+    assert_eq!(
+        path_of("Rust is a _statically typed_ language"),
+        ["Data Types"]
+    );
+    assert_eq!(
+        path_of("A _scalar_ type represents a single value"),
+        ["Data Types", "Scalar Types"]
+    );
     assert_eq!(
         path_of("| 128-bit | `i128`  | `u128`   |"),
         ["Data Types", "Scalar Types", "Integer Types"]
@@ -44,15 +53,24 @@ fn markdown_chunks_carry_their_heading_path() {
         path_of("A _tuple_ is a general way of grouping"),
         ["Data Types", "Compound Types", "The Tuple Type"]
     );
+    // `#### Invalid Array Element Access` is a sibling of `#### The Array Type`.
     assert_eq!(
         path_of("index out of bounds: the len is 5 but the index is 10"),
-        ["Data Types", "Compound Types", "The Array Type", "Invalid Array Element Access"]
+        [
+            "Data Types",
+            "Compound Types",
+            "Invalid Array Element Access"
+        ]
     );
 
     // No chunk crosses a heading: headings only ever open a chunk.
     for chunk in &chunks {
         for line in chunk.text.lines().skip(1) {
-            assert!(!line.starts_with('#'), "chunk {} crosses heading {line:?}", chunk.ordinal);
+            assert!(
+                !line.starts_with('#'),
+                "chunk {} crosses heading {line:?}",
+                chunk.ordinal
+            );
         }
     }
     // Each of the 12 headings opens exactly one chunk.
@@ -64,7 +82,11 @@ fn markdown_chunks_carry_their_heading_path() {
 fn markdown_title_is_the_first_level_one_heading() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("notes.MD");
-    fs::write(&path, "Intro line\n\n```\n# not a title\n```\n\n# Real Title #\n\ntext\n").unwrap();
+    fs::write(
+        &path,
+        "Intro line\n\n```\n# not a title\n```\n\n# Real Title #\n\ntext\n",
+    )
+    .unwrap();
     let parsed = parse_file(&path).unwrap();
     assert_eq!(parsed.format, Format::Markdown);
     assert_eq!(parsed.title.as_deref(), Some("Real Title"));
@@ -77,9 +99,16 @@ fn invalid_utf8_is_decoded_lossily_with_a_warning() {
     fs::write(&path, b"Gr\xfc\xdfe aus K\xf6ln\n").unwrap();
     let parsed = parse_file(&path).unwrap();
     assert_eq!(parsed.pages.len(), 1);
-    assert_eq!(parsed.pages[0].text, "Gr\u{FFFD}\u{FFFD}e aus K\u{FFFD}ln\n");
+    assert_eq!(
+        parsed.pages[0].text,
+        "Gr\u{FFFD}\u{FFFD}e aus K\u{FFFD}ln\n"
+    );
     assert_eq!(parsed.warnings.len(), 1);
-    assert!(parsed.warnings[0].contains("not valid UTF-8"), "{:?}", parsed.warnings);
+    assert!(
+        parsed.warnings[0].contains("not valid UTF-8"),
+        "{:?}",
+        parsed.warnings
+    );
     assert_eq!(parsed.title.as_deref(), Some("latin1"));
 }
 
@@ -135,6 +164,14 @@ fn discover_keeps_supported_files_and_skips_the_rest() {
     assert_eq!(skipped, expected_skipped);
     let reason = |p: &PathBuf| &found.skipped.iter().find(|(q, _)| q == p).unwrap().1;
     assert!(reason(&docx).contains(".docx"), "{}", reason(&docx));
-    assert!(reason(&noext).contains("no file extension"), "{}", reason(&noext));
-    assert!(reason(&missing).contains("cannot read"), "{}", reason(&missing));
+    assert!(
+        reason(&noext).contains("no file extension"),
+        "{}",
+        reason(&noext)
+    );
+    assert!(
+        reason(&missing).contains("cannot read"),
+        "{}",
+        reason(&missing)
+    );
 }

@@ -109,10 +109,11 @@ impl Embedder {
         let weights = require(dir.join("model.safetensors"), "embedder weights")?;
         let tok_path = require(dir.join("tokenizer.json"), "embedder tokenizer.json")?;
         let bert_cfg: BertConfig = read_json(&cfg_path)?;
-        let mut tokenizer = Tokenizer::from_file(&tok_path).map_err(|e| ModelError::InvalidFile {
-            path: tok_path.clone(),
-            message: e.to_string(),
-        })?;
+        let mut tokenizer =
+            Tokenizer::from_file(&tok_path).map_err(|e| ModelError::InvalidFile {
+                path: tok_path.clone(),
+                message: e.to_string(),
+            })?;
         tokenizer
             .with_truncation(Some(TruncationParams {
                 max_length: config.max_tokens,
@@ -232,7 +233,11 @@ impl Embedder {
                     summed.broadcast_div(&counts)?
                 }
             };
-            let norms = pooled.sqr()?.sum_keepdim(1)?.sqrt()?.clamp(1e-12, f64::MAX)?;
+            let norms = pooled
+                .sqr()?
+                .sum_keepdim(1)?
+                .sqrt()?
+                .clamp(1e-12, f64::MAX)?;
             let normed = pooled.broadcast_div(&norms)?;
             let rows: Vec<Vec<f32>> = normed.to_vec2()?;
             for (row, &i) in batch.iter().enumerate() {

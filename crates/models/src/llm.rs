@@ -9,7 +9,7 @@ use candle_core::quantized::tokenizer::TokenizerFromGguf;
 use candle_core::{DType, Device, Tensor};
 use candle_nn::{Activation, VarBuilder};
 use candle_transformers::generation::{LogitsProcessor, Sampling};
-use candle_transformers::models::{qwen3, quantized_qwen3};
+use candle_transformers::models::{quantized_qwen3, qwen3};
 use serde::{Deserialize, Serialize};
 use tokenizers::Tokenizer;
 
@@ -222,7 +222,8 @@ fn safetensor_files(dir: &Path) -> Result<Vec<PathBuf>, ModelError> {
     let index = dir.join("model.safetensors.index.json");
     if index.is_file() {
         let bytes = std::fs::read(&index).map_err(|e| invalid(&index, e))?;
-        let v: serde_json::Value = serde_json::from_slice(&bytes).map_err(|e| invalid(&index, e))?;
+        let v: serde_json::Value =
+            serde_json::from_slice(&bytes).map_err(|e| invalid(&index, e))?;
         let map = v
             .get("weight_map")
             .and_then(|m| m.as_object())
@@ -284,12 +285,15 @@ impl Llm {
         };
         let mut tensors = HashMap::new();
         for file in safetensor_files(dir)? {
-            let part = candle_core::safetensors::load(&file, device).map_err(|e| invalid(&file, e))?;
+            let part =
+                candle_core::safetensors::load(&file, device).map_err(|e| invalid(&file, e))?;
             tensors.extend(part);
         }
         let vb = VarBuilder::from_tensors(tensors, dtype, device);
-        let model = qwen3::ModelForCausalLM::new(&cfg.to_candle(), vb).map_err(|e| invalid(dir, e))?;
-        let template = read_template_from_config(dir).unwrap_or_else(|| CHATML_TEMPLATE.to_string());
+        let model =
+            qwen3::ModelForCausalLM::new(&cfg.to_candle(), vb).map_err(|e| invalid(dir, e))?;
+        let template =
+            read_template_from_config(dir).unwrap_or_else(|| CHATML_TEMPLATE.to_string());
         Self::finish(
             Weights::Safetensors(model),
             tokenizer,

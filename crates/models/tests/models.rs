@@ -13,8 +13,7 @@ fn models_dir() -> PathBuf {
     let dir = std::env::var_os("LECTERN_MODELS_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|| {
-            PathBuf::from(std::env::var_os("HOME").expect("HOME"))
-                .join(".cache/lectern/models")
+            PathBuf::from(std::env::var_os("HOME").expect("HOME")).join(".cache/lectern/models")
         });
     assert!(
         dir.join("tiny-qwen3").is_dir(),
@@ -55,7 +54,10 @@ fn minilm_vectors_are_normalised_and_meaningful() {
     let related = cos(&v[0], &v[1]);
     let unrelated = cos(&v[0], &v[2]);
     assert!(related > 0.5, "related {related}");
-    assert!(related > unrelated + 0.3, "related {related} unrelated {unrelated}");
+    assert!(
+        related > unrelated + 0.3,
+        "related {related} unrelated {unrelated}"
+    );
 }
 
 #[test]
@@ -63,7 +65,9 @@ fn padding_and_batch_order_do_not_change_embeddings() {
     let e = embedder();
     let long = "Retrieval augmented generation grounds answers in documents. ".repeat(8);
     let alone = e.embed(&["short text"]).unwrap().remove(0);
-    let batched = e.embed(&[long.as_str(), "short text", "another one"]).unwrap();
+    let batched = e
+        .embed(&[long.as_str(), "short text", "another one"])
+        .unwrap();
     // "short text" was padded to the long text's length in the batch.
     let c = cos(&alone, &batched[1]);
     assert!(c > 0.9999, "cosine {c}");
@@ -89,7 +93,12 @@ fn chat_template_from_tokenizer_config_renders_chatml() {
 fn token_stream_never_splits_utf8() {
     let llm = Llm::load(&models_dir().join("tiny-qwen3"), &Device::Cpu, 4096).unwrap();
     let text = "Grüße aus Zürich — 東京の天気は晴れ 🌤️, مرحبا";
-    let ids = llm.tokenizer().encode(text, false).unwrap().get_ids().to_vec();
+    let ids = llm
+        .tokenizer()
+        .encode(text, false)
+        .unwrap()
+        .get_ids()
+        .to_vec();
     let mut stream = TokenStream::new(llm.tokenizer());
     let mut out = String::new();
     for id in ids {
@@ -125,7 +134,12 @@ fn generate(path: PathBuf, params: &GenerationParams) -> (String, Vec<String>, S
             true
         })
         .unwrap();
-    (stats.text, pieces, stats.stop_reason, stats.generated_tokens)
+    (
+        stats.text,
+        pieces,
+        stats.stop_reason,
+        stats.generated_tokens,
+    )
 }
 
 #[test]
@@ -171,7 +185,9 @@ fn a_fixed_seed_gives_the_same_sample_and_cancel_stops_at_once() {
 fn a_prompt_that_does_not_fit_is_refused_with_what_fits() {
     let mut llm = Llm::load(&models_dir().join("tiny-qwen3"), &Device::Cpu, 64).unwrap();
     let prompt = "word ".repeat(200);
-    let err = llm.generate(&prompt, &greedy(16), &mut |_| true).unwrap_err();
+    let err = llm
+        .generate(&prompt, &greedy(16), &mut |_| true)
+        .unwrap_err();
     let msg = err.to_string();
     assert!(msg.contains("does not fit"), "{msg}");
     assert!(msg.contains("48"), "says how much fits: {msg}");

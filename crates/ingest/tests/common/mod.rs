@@ -71,7 +71,10 @@ pub fn check_invariants(doc: &ParsedDocument, chunks: &[Chunk], chunker: &Chunke
     };
 
     for (n, chunk) in chunks.iter().enumerate() {
-        assert_eq!(chunk.ordinal as usize, n, "{name}: ordinals must count up from 0");
+        assert_eq!(
+            chunk.ordinal as usize, n,
+            "{name}: ordinals must count up from 0"
+        );
         let index = match (doc.format, chunk.page) {
             (Format::Pdf, Some(number)) => {
                 assert!(number >= 1, "{name}: page numbers start at 1");
@@ -86,16 +89,31 @@ pub fn check_invariants(doc: &ParsedDocument, chunks: &[Chunk], chunker: &Chunke
         if index != page_index {
             if page_index != usize::MAX {
                 let text = &doc.pages[page_index].text;
-                check_gap(text, &bytes_at, covered, bytes_at.len() - 1, "at a page end");
+                check_gap(
+                    text,
+                    &bytes_at,
+                    covered,
+                    bytes_at.len() - 1,
+                    "at a page end",
+                );
                 for skipped in &doc.pages[page_index + 1..index] {
-                    assert!(skipped.text.trim().is_empty(), "{name}: a page with text has no chunk");
+                    assert!(
+                        skipped.text.trim().is_empty(),
+                        "{name}: a page with text has no chunk"
+                    );
                 }
             } else {
                 for skipped in &doc.pages[..index] {
-                    assert!(skipped.text.trim().is_empty(), "{name}: a page with text has no chunk");
+                    assert!(
+                        skipped.text.trim().is_empty(),
+                        "{name}: a page with text has no chunk"
+                    );
                 }
             }
-            assert!(index > page_index || page_index == usize::MAX, "{name}: pages out of order");
+            assert!(
+                index > page_index || page_index == usize::MAX,
+                "{name}: pages out of order"
+            );
             page_index = index;
             bytes_at = page.text.char_indices().map(|(b, _)| b).collect();
             bytes_at.push(page.text.len());
@@ -105,10 +123,20 @@ pub fn check_invariants(doc: &ParsedDocument, chunks: &[Chunk], chunker: &Chunke
 
         // Offsets reproduce the text exactly.
         assert!(chunk.char_start < chunk.char_end, "{name}: empty chunk {n}");
-        assert!(chunk.char_end < bytes_at.len(), "{name}: chunk {n} ends past its page");
+        assert!(
+            chunk.char_end < bytes_at.len(),
+            "{name}: chunk {n} ends past its page"
+        );
         let slice = &page.text[bytes_at[chunk.char_start]..bytes_at[chunk.char_end]];
-        assert_eq!(slice, chunk.text, "{name}: chunk {n} offsets do not match its text");
-        assert_eq!(chunk.text.trim(), chunk.text, "{name}: chunk {n} is not trimmed");
+        assert_eq!(
+            slice, chunk.text,
+            "{name}: chunk {n} offsets do not match its text"
+        );
+        assert_eq!(
+            chunk.text.trim(),
+            chunk.text,
+            "{name}: chunk {n} is not trimmed"
+        );
 
         // Token bounds.
         assert!(chunk.token_count > 0, "{name}: chunk {n} has no tokens");
@@ -148,16 +176,31 @@ pub fn check_invariants(doc: &ParsedDocument, chunks: &[Chunk], chunker: &Chunke
                 );
             }
         }
-        check_gap(&page.text, &bytes_at, covered, chunk.char_start, "between chunks");
+        check_gap(
+            &page.text,
+            &bytes_at,
+            covered,
+            chunk.char_start,
+            "between chunks",
+        );
         covered = covered.max(chunk.char_end);
         previous = Some(chunk);
     }
 
     if page_index != usize::MAX {
         let text = &doc.pages[page_index].text;
-        check_gap(text, &bytes_at, covered, bytes_at.len() - 1, "at a page end");
+        check_gap(
+            text,
+            &bytes_at,
+            covered,
+            bytes_at.len() - 1,
+            "at a page end",
+        );
         for rest in &doc.pages[page_index + 1..] {
-            assert!(rest.text.trim().is_empty(), "{name}: a page with text has no chunk");
+            assert!(
+                rest.text.trim().is_empty(),
+                "{name}: a page with text has no chunk"
+            );
         }
     } else {
         for page in &doc.pages {
