@@ -376,3 +376,93 @@ pub async fn library_stats(state: State<'_, AppState>) -> CommandResult<LibraryS
     let engine = state.engine().await?;
     Ok(engine.stats().await?.into())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn resolve_path_expands_home_and_rejects_relative_or_missing_paths() {
+        let home = PathBuf::from(std::env::var_os("HOME").expect("HOME"));
+        assert_eq!(resolve_path("~").unwrap(), home);
+        assert_eq!(resolve_path("  ~/ ").unwrap(), home);
+        assert!(resolve_path("relative/file.pdf")
+            .unwrap_err()
+            .contains("full path"));
+        assert_eq!(
+            resolve_path("/no/such/lectern/file.pdf").unwrap_err(),
+            "no such file or folder"
+        );
+    }
+
+    #[test]
+    fn tracker_names_files_as_given_and_sums_up_folders() {
+        let dir = std::env::temp_dir().join(format!("lectern-app-test-{}", std::process::id()));
+        let sub = dir.join("notes");
+        std::fs::create_dir_all(&sub).unwrap();
+        let a = sub.join("a.md");
+        let b = sub.join("b.md");
+        let lone = dir.join("lone.txt");
+        for f in [&a, &b, &lone] {
+            std::fs::write(f, "text").unwrap();
+        }
+        let mut t = Tracker {
+            inputs: vec![
+                Input {
+                    shown: "~/lone.txt".into(),
+                    canonical: canonical(&lone),
+                    folder: false,
+                },
+                Input {
+                    shown: sub.display().to_string(),
+                    canonical: canonical(&sub),
+                    folder: true,
+                },
+            ],
+            files: 3,
+            outcomes: Vec::new(),
+        };
+        assert_eq!(t.shown(&lone), "~/lone.txt");
+        assert_eq!(t.shown(&a), a.display().to_string());
+        t.record(&a, Outcome::Indexed);
+        t.record(&b, Outcome::Failed);
+        t.record(&lone, Outcome::Indexed);
+        let summaries = t.folder_summaries();
+        assert_eq!(summaries.len(), 1);
+        match &summaries[0] {
+            IngestUpdate::FolderDone {
+                indexed,
+                failed,
+                unchanged,
+                skipped,
+                ..
+            } => assert_eq!((*indexed, *failed, *unchanged, *skipped), (1, 1, 0, 0)),
+            other => panic!("unexpected {other:?}"),
+        }
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn updates_serialise_in_the_shape_the_ui_reads() {
+        let json = serde_json::to_value(IngestUpdate::FolderDone {
+            path: "/docs".into(),
+            indexed: 2,
+            unchanged: 0,
+            skipped: 1,
+            failed: 0,
+        })
+        .unwrap();
+        assert_eq!(json["kind"], "folderDone");
+        assert_eq!(json["indexed"], 2);
+        let json = serde_json::to_value(AnswerUpdate::Sources {
+            sources: Vec::new(),
+            prompt_tokens: 7,
+        })
+        .unwrap();
+        assert_eq!(json["kind"], "sources");
+        assert_eq!(json["promptTokens"], 7);
+        let err = serde_json::to_value(CommandError::invalid_input("empty")).unwrap();
+        assert_eq!(err["code"], "invalid_input");
+        assert_eq!(err["message"], "empty");
+    }
+}

@@ -221,7 +221,7 @@ impl Engine {
             .await?
         };
         let slot = self.llm.clone();
-        let device = self.device.clone();
+        let device = self.device;
         let max_context = self.config.max_context;
         tokio::task::spawn_blocking(move || {
             let mut guard = slot

@@ -86,11 +86,11 @@ impl Engine {
     /// Opens the library in `config.data_dir` and loads the embedder.
     pub async fn open(config: EngineConfig) -> Result<Self, EngineError> {
         let gpu = gpu_status(config.device)?;
-        let device = gpu.selected.clone();
+        let device = gpu.selected;
         tracing::info!(device = %device, reason = %gpu.reason, "compute device");
         let emb_cfg = EmbedderConfig::new(&config.embedder_dir);
         let chunk_cfg = config.chunking.clone();
-        let dev = device.clone();
+        let dev = device;
         let (embedder, chunker) = tokio::task::spawn_blocking(move || {
             let candle_dev = lectern_models::candle_device(&dev)?;
             let tok_path = emb_cfg.dir.join("tokenizer.json");

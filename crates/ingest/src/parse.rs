@@ -17,7 +17,8 @@ pub struct Page {
     /// The 1-based page number for PDFs; `None` for text and Markdown, whose
     /// whole content is a single page.
     pub number: Option<u32>,
-    /// The page's text; empty for a PDF page without a text layer.
+    /// The page's text; empty for a PDF page without a text layer or that
+    /// could not be read (see [`ParsedDocument::warnings`]).
     pub text: String,
 }
 
@@ -52,7 +53,8 @@ impl ParsedDocument {
 /// Reads and parses the file at `path`, choosing the parser by extension.
 ///
 /// PDF pages without text keep their place (with empty text) so page numbers
-/// stay right, and a warning names them. Text and Markdown files that are not
+/// stay right, and a warning names them: "pages 3, 4 have no text layer
+/// (needs OCR)" for scans, "page 7 is blank" for pages that paint nothing. Text and Markdown files that are not
 /// valid UTF-8 are decoded with invalid bytes replaced by U+FFFD, with a
 /// warning. A parser that panics is contained: the panic becomes
 /// [`IngestError::Panicked`] for this file alone.

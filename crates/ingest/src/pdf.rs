@@ -1,11 +1,11 @@
 //! PDF text extraction with `pdf_oxide`, one string per page.
 //!
-//! `pdf_oxide` was chosen over `pdf-extract` after measuring both on the
-//! evaluation PDFs: it keeps word order better on two-column papers and
-//! rotated tables, opens damaged files (truncated, missing cross-reference
-//! table) that `pdf-extract` rejects, and never panicked where `pdf-extract`
-//! did. Each page is still extracted under `catch_unwind`, so one bad page
-//! costs only that page.
+//! `pdf_oxide` rather than `pdf-extract`: on real papers it keeps word order
+//! better in two-column layouts and rotated tables, it opens damaged files
+//! (truncated, or without a cross-reference table) that `pdf-extract`
+//! rejects, and it does not panic on fonts that make `pdf-extract` panic.
+//! Each page is still extracted under `catch_unwind`, so one bad page costs
+//! only that page.
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
 

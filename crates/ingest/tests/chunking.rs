@@ -189,6 +189,15 @@ fn invalid_configs_are_rejected() {
 }
 
 #[test]
+fn types_can_cross_threads() {
+    fn assert_send_sync<T: Send + Sync>() {}
+    assert_send_sync::<Chunker>();
+    assert_send_sync::<IngestError>();
+    assert_send_sync::<lectern_ingest::ParsedDocument>();
+    assert_send_sync::<lectern_ingest::Chunk>();
+}
+
+#[test]
 fn default_config_is_192_with_32_overlap() {
     let config = ChunkConfig::default();
     assert_eq!((config.max_tokens, config.overlap_tokens), (192, 32));
