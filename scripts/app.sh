@@ -10,5 +10,8 @@ npm --prefix ui run build --silent
 # The dev profile optimises the numeric crates (see Cargo.toml) and shares
 # its build with the test suite; `ui/node_modules/.bin/tauri build` makes a
 # release .deb instead.
-cargo build -p lectern-app -p lectern-cli --locked
+# `tauri/custom-protocol` makes the binary serve the built UI from ui/dist
+# instead of expecting the Vite dev server.
+cargo build -p lectern-app --features tauri/custom-protocol --locked
+cargo build -p lectern-cli --locked
 exec "$CARGO_TARGET_DIR/debug/lectern-app" "$@"

@@ -361,6 +361,18 @@ const searchSubmit = byId<HTMLButtonElement>("search-submit");
 const searchMeta = byId("search-meta");
 const searchResults = byId<HTMLOListElement>("search-results");
 
+/**
+ * Joins the hard line breaks PDF text extraction leaves inside paragraphs,
+ * keeping blank lines and lines that start a list item or table row.
+ */
+function reflow(text: string): string {
+  return text.replace(/(?<!\n)\n(?!\n|\s*(?:[|*#>•-]|\d+[.)]\s))/g, " ");
+}
+
+function isPdf(path: string | null): boolean {
+  return path !== null && /\.pdf$/i.test(path);
+}
+
 function rankChip(leg: string, rank: number | null): HTMLSpanElement {
   return h("span", {
     class: rank === null ? "rank rank-miss" : "rank",
@@ -386,7 +398,7 @@ function renderHit(hit: SearchHit, index: number, mode: SearchMode): HTMLLIEleme
     ),
     ranks,
     hit.headings.length > 0 && h("p", { class: "hit-headings", text: hit.headings.join(" › ") }),
-    h("p", { class: "hit-text", text: hit.text }),
+    h("p", { class: "hit-text", text: isPdf(hit.path) ? reflow(hit.text) : hit.text }),
   );
 }
 
