@@ -10,7 +10,7 @@ use lectern_index::{ChunkRecord, DocumentEntry, SearchMode};
 use lectern_ingest::{Format, Page, ParsedDocument};
 use serde::{Deserialize, Serialize};
 
-use crate::ingest::doc_id_for;
+use crate::ingest::{chunk_record, doc_id_for};
 use crate::{Engine, EngineError, IngestEvent, ProgressFn};
 
 /// One corpus document.
@@ -260,18 +260,14 @@ impl Engine {
                 let title = doc.title.clone().unwrap_or_default();
                 let records: Vec<ChunkRecord> = chunks
                     .into_iter()
-                    .map(|c| ChunkRecord {
-                        chunk_id: format!("{doc_id}:{}", c.ordinal),
-                        doc_id: doc_id.clone(),
-                        path: path.clone(),
-                        title: title.clone(),
-                        page: c.page,
-                        heading_path: c.heading_path,
-                        ordinal: c.ordinal,
-                        char_start: c.char_start as u64,
-                        char_end: c.char_end as u64,
-                        text: c.text,
-                        vector: vectors.next().unwrap_or_default(),
+                    .map(|c| {
+                        chunk_record(
+                            &doc_id,
+                            &path,
+                            &title,
+                            c,
+                            vectors.next().unwrap_or_default(),
+                        )
                     })
                     .collect();
                 let entry = DocumentEntry {

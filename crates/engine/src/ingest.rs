@@ -83,6 +83,29 @@ pub struct IngestReport {
     pub seconds: f64,
 }
 
+/// The stored form of a chunk of document `doc_id`.
+pub(crate) fn chunk_record(
+    doc_id: &str,
+    path: &str,
+    title: &str,
+    c: Chunk,
+    vector: Vec<f32>,
+) -> ChunkRecord {
+    ChunkRecord {
+        chunk_id: format!("{doc_id}:{}", c.ordinal),
+        doc_id: doc_id.to_string(),
+        path: path.to_string(),
+        title: title.to_string(),
+        page: c.page,
+        heading_path: c.heading_path,
+        ordinal: c.ordinal,
+        char_start: c.char_start as u64,
+        char_end: c.char_end as u64,
+        text: c.text,
+        vector,
+    }
+}
+
 /// A stable document id for a path: the first 16 hex digits of its blake3.
 pub(crate) fn doc_id_for(key: &str) -> String {
     blake3::hash(key.as_bytes()).to_hex()[..16].to_string()
@@ -216,19 +239,7 @@ impl Engine {
         let records: Vec<ChunkRecord> = chunks
             .into_iter()
             .zip(vectors)
-            .map(|(c, vector)| ChunkRecord {
-                chunk_id: format!("{doc_id}:{}", c.ordinal),
-                doc_id: doc_id.clone(),
-                path: path_key.clone(),
-                title: title.clone(),
-                page: c.page,
-                heading_path: c.heading_path,
-                ordinal: c.ordinal,
-                char_start: c.char_start as u64,
-                char_end: c.char_end as u64,
-                text: c.text,
-                vector,
-            })
+            .map(|(c, vector)| chunk_record(&doc_id, &path_key, &title, c, vector))
             .collect();
         let entry = DocumentEntry {
             doc_id: doc_id.clone(),
