@@ -47,7 +47,7 @@ CONFIG = {
     "hidden_size": 64,
     "initializer_range": 0.02,
     "intermediate_size": 128,
-    "max_position_embeddings": 40960,
+    "max_position_embeddings": 131072,
     "max_window_layers": 2,
     "model_type": "qwen3",
     "num_attention_heads": 4,

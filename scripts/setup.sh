@@ -21,7 +21,8 @@ debs=(
   protobuf-compiler libprotobuf-dev libssl-dev
   python3 python3-venv python3-pip
   libwebkit2gtk-4.1-dev libxdo-dev libayatana-appindicator3-dev librsvg2-dev
-  poppler-utils
+  webkit2gtk-driver xvfb
+  poppler-utils tesseract-ocr tesseract-ocr-eng tesseract-ocr-deu
 )
 missing=()
 for p in "${debs[@]}"; do

@@ -1,3 +1,30 @@
+//! Declares the app's commands so that each gets an `allow-<command>`
+//! permission: a window may call only the commands its capability lists
+//! (see `capabilities/default.json`).
+
+const COMMANDS: &[&str] = &[
+    "ingest",
+    "cancel_ingest",
+    "documents",
+    "delete_document",
+    "reindex_document",
+    "search",
+    "ask",
+    "stop_answer",
+    "list_conversations",
+    "create_conversation",
+    "get_conversation",
+    "rename_conversation",
+    "delete_conversation",
+    "gpu_status",
+    "library_stats",
+    "models_status",
+];
+
 fn main() {
-    tauri_build::build();
+    tauri_build::try_build(
+        tauri_build::Attributes::new()
+            .app_manifest(tauri_build::AppManifest::new().commands(COMMANDS)),
+    )
+    .expect("the Tauri build step failed");
 }

@@ -1,21 +1,21 @@
-//! The commands the web UI invokes. Each one checks its input, calls the
-//! engine and reshapes the answer for the UI; progress and answer text
-//! stream through a `Channel`.
+//! The commands the web UI invokes for the library, search and status. Each
+//! one checks its input, calls the engine and reshapes the answer for the
+//! UI; ingest progress streams through a `Channel`. Chat lives in `chat.rs`.
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use lectern_engine::{AskEvent, AskRequest, IngestEvent, ProgressFn, SearchRequest};
+use lectern_engine::{EngineError, IngestEvent, ProgressFn, SearchRequest};
 use tauri::ipc::Channel;
 use tauri::State;
 
 use crate::error::{CommandError, CommandResult};
 use crate::state::AppState;
 use crate::view::{
-    file_name, AnswerUpdate, AnswerView, GpuView, Hit, IngestSummary, IngestUpdate, LibraryStats,
-    Question, SearchQuery, SearchResults, Source,
+    document_list, embedder_view, file_name, llm_view, mentions_ocr, DocumentView, GpuView, Hit,
+    IngestSummary, IngestUpdate, LibraryStats, ModelsView, SearchQuery, SearchResults,
 };
 
 const MAX_SEARCH_HITS: usize = 100;
@@ -58,6 +58,10 @@ impl Tracker {
 
     fn record(&mut self, path: &Path, outcome: Outcome) {
         self.outcomes.push((canonical(path), outcome));
+    }
+
+    fn count(&self, outcome: Outcome) -> usize {
+        self.outcomes.iter().filter(|(_, o)| *o == outcome).count()
     }
 
     fn folder_summaries(&self) -> Vec<IngestUpdate> {
@@ -107,9 +111,18 @@ fn resolve_path(raw: &str) -> Result<PathBuf, String> {
 }
 
 /// Adds files and folders to the library, streaming per-file progress.
+/// `cancel_ingest` stops it after the file being read.
 #[tauri::command]
 pub async fn ingest(
     state: State<'_, AppState>,
+    paths: Vec<String>,
+    on_event: Channel<IngestUpdate>,
+) -> CommandResult<IngestSummary> {
+    run_ingest(&state, paths, on_event).await
+}
+
+async fn run_ingest(
+    state: &AppState,
     paths: Vec<String>,
     on_event: Channel<IngestUpdate>,
 ) -> CommandResult<IngestSummary> {
@@ -167,6 +180,7 @@ pub async fn ingest(
             failed: rejected,
             chunks: 0,
             seconds: 0.0,
+            cancelled: false,
         });
     }
 
@@ -177,7 +191,8 @@ pub async fn ingest(
         files: 0,
         outcomes: Vec::new(),
     }));
-    let cancel = Arc::new(AtomicBool::new(false));
+    let cancel = state.begin_ingest();
+    let started = Instant::now();
 
     let progress: ProgressFn = {
         let tracker = tracker.clone();
@@ -222,6 +237,7 @@ pub async fn ingest(
                         path: t.shown(&path),
                         pages: Some(pages),
                         chunks,
+                        needs_ocr: warnings.iter().any(|w| mentions_ocr(w)),
                         warnings,
                     }]
                 }
@@ -249,21 +265,106 @@ pub async fn ingest(
         })
     };
 
-    let report = engine.ingest(targets, progress, cancel).await?;
+    let result = engine.ingest(targets, progress, cancel.clone()).await;
+    state.end_ingest(&cancel);
 
-    if let Ok(t) = tracker.lock() {
-        for update in t.folder_summaries() {
-            send(update);
-        }
+    let Ok(t) = tracker.lock() else {
+        return Err(CommandError::internal("ingest progress lock poisoned"));
+    };
+    for update in t.folder_summaries() {
+        send(update);
     }
-    Ok(IngestSummary {
-        indexed: report.indexed,
-        unchanged: report.unchanged,
-        skipped: report.skipped.len(),
-        failed: report.failed.len() + rejected,
-        chunks: report.chunks,
-        seconds: report.seconds,
-    })
+    match result {
+        Ok(report) => Ok(IngestSummary {
+            indexed: report.indexed,
+            unchanged: report.unchanged,
+            skipped: report.skipped.len(),
+            failed: report.failed.len() + rejected,
+            chunks: report.chunks,
+            seconds: report.seconds,
+            cancelled: false,
+        }),
+        Err(EngineError::Cancelled) => Ok(cancelled_summary(&t, rejected, started)),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// What a cancelled run finished, from the events it sent.
+fn cancelled_summary(t: &Tracker, rejected: usize, started: Instant) -> IngestSummary {
+    IngestSummary {
+        indexed: t.count(Outcome::Indexed),
+        unchanged: t.count(Outcome::Unchanged),
+        skipped: t.count(Outcome::Skipped),
+        failed: t.count(Outcome::Failed) + rejected,
+        chunks: 0,
+        seconds: started.elapsed().as_secs_f64(),
+        cancelled: true,
+    }
+}
+
+/// Stops every ingest run after the file it is reading; true when one was
+/// running.
+#[tauri::command]
+pub async fn cancel_ingest(state: State<'_, AppState>) -> CommandResult<bool> {
+    Ok(state.cancel_ingests() > 0)
+}
+
+// ---------------------------------------------------------------- library
+
+/// The library's documents, most recently indexed first.
+#[tauri::command]
+pub async fn documents(state: State<'_, AppState>) -> CommandResult<Vec<DocumentView>> {
+    let engine = state.engine().await?;
+    Ok(document_list(&engine.documents().await))
+}
+
+/// Checks that `id` looks like a document id before it reaches the engine.
+fn check_document_id(id: &str) -> CommandResult<&str> {
+    let id = id.trim();
+    if id.is_empty() || id.len() > 64 || !id.bytes().all(|b| b.is_ascii_alphanumeric()) {
+        return Err(CommandError::invalid_input(format!(
+            "`{}` is not a document id",
+            id.chars().take(40).collect::<String>()
+        )));
+    }
+    Ok(id)
+}
+
+/// Removes a document from both stores; false when it was not in the library.
+#[tauri::command]
+pub async fn delete_document(state: State<'_, AppState>, id: String) -> CommandResult<bool> {
+    let id = check_document_id(&id)?;
+    let engine = state.engine().await?;
+    Ok(engine.delete_document(id).await?)
+}
+
+/// Reads a document again from its path: it is removed, then ingested anew
+/// with progress on `on_event`. A file that is gone is refused before
+/// anything is removed.
+#[tauri::command]
+pub async fn reindex_document(
+    state: State<'_, AppState>,
+    id: String,
+    on_event: Channel<IngestUpdate>,
+) -> CommandResult<IngestSummary> {
+    let id = check_document_id(&id)?;
+    let engine = state.engine().await?;
+    let entry = engine
+        .documents()
+        .await
+        .into_iter()
+        .find(|d| d.doc_id == id)
+        .ok_or_else(|| {
+            CommandError::new("not_found", "that document is no longer in the library")
+        })?;
+    if !Path::new(&entry.path).is_file() {
+        return Err(CommandError::new(
+            "not_found",
+            format!("{} is no longer there; nothing was changed", entry.path),
+        ));
+    }
+    engine.delete_document(id).await?;
+    run_ingest(&state, vec![entry.path], on_event).await
 }
 
 // ---------------------------------------------------------------- search
@@ -291,62 +392,6 @@ pub async fn search(
         hits: hits.into_iter().map(Hit::from).collect(),
         took_ms: started.elapsed().as_secs_f64() * 1000.0,
     })
-}
-
-// ---------------------------------------------------------------- ask
-
-/// Answers a question from the library, streaming the answer as it is
-/// written; the result lists the numbered sources and which ones it cites.
-#[tauri::command]
-pub async fn ask(
-    state: State<'_, AppState>,
-    request: Question,
-    on_event: Channel<AnswerUpdate>,
-) -> CommandResult<AnswerView> {
-    let question = request.question.trim().to_owned();
-    if question.is_empty() {
-        return Err(CommandError::invalid_input("the question is empty"));
-    }
-    let engine = state.engine().await?;
-    let mut ask = AskRequest::new(question);
-    ask.mode = request.mode.into();
-
-    let stop = state.begin_answer();
-    let events: Arc<dyn Fn(AskEvent) + Send + Sync> = {
-        let stop = stop.clone();
-        Arc::new(move |event: AskEvent| {
-            let update = match event {
-                AskEvent::Sources {
-                    sources,
-                    prompt_tokens,
-                } => AnswerUpdate::Sources {
-                    sources: sources.iter().map(Source::from).collect(),
-                    prompt_tokens,
-                },
-                AskEvent::Token { text } => AnswerUpdate::Token { text },
-            };
-            if on_event.send(update).is_err() {
-                // Nobody is reading any more: stop generating.
-                stop.store(true, Ordering::Relaxed);
-            }
-        })
-    };
-
-    let started = Instant::now();
-    let result = engine.ask(ask, events, stop.clone()).await;
-    state.end_answer(&stop);
-    let answer = result?;
-    Ok(AnswerView::new(
-        answer,
-        stop.load(Ordering::Relaxed),
-        started.elapsed().as_secs_f64() * 1000.0,
-    ))
-}
-
-/// Stops the answer being written; the text so far is kept.
-#[tauri::command]
-pub async fn stop_answer(state: State<'_, AppState>) -> CommandResult<bool> {
-    Ok(state.stop_answer())
 }
 
 // ---------------------------------------------------------------- status
@@ -377,9 +422,27 @@ pub async fn library_stats(state: State<'_, AppState>) -> CommandResult<LibraryS
     Ok(engine.stats().await?.into())
 }
 
+/// The configured models and whether their files are there. Works before
+/// the library has opened (a missing embedder keeps it from opening).
+#[tauri::command]
+pub async fn models_status(state: State<'_, AppState>) -> CommandResult<ModelsView> {
+    let config = state.config()?.clone();
+    tauri::async_runtime::spawn_blocking(move || ModelsView {
+        models_dir: config.models_dir.display().to_string(),
+        data_dir: config.data_dir.display().to_string(),
+        embedder: embedder_view(&config.embedder_dir),
+        llm: config.llm_path.as_deref().map(llm_view),
+        max_context: config.max_context,
+        device_preference: config.device.to_string(),
+    })
+    .await
+    .map_err(|e| CommandError::internal(e.to_string()))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::view::AnswerUpdate;
 
     #[test]
     fn resolve_path_expands_home_and_rejects_relative_or_missing_paths() {

@@ -3,6 +3,7 @@
 //! Lectern's desktop shell: a window with the web UI in `ui/` and thin
 //! commands over `lectern-engine`.
 
+mod chat;
 mod commands;
 mod error;
 mod state;
@@ -44,11 +45,21 @@ fn main() {
         })
         .invoke_handler(tauri::generate_handler![
             commands::ingest,
+            commands::cancel_ingest,
+            commands::documents,
+            commands::delete_document,
+            commands::reindex_document,
             commands::search,
-            commands::ask,
-            commands::stop_answer,
+            chat::ask,
+            chat::stop_answer,
+            chat::list_conversations,
+            chat::create_conversation,
+            chat::get_conversation,
+            chat::rename_conversation,
+            chat::delete_conversation,
             commands::gpu_status,
             commands::library_stats,
+            commands::models_status,
         ])
         .run(tauri::generate_context!());
 

@@ -8,12 +8,14 @@ use tokio::sync::OnceCell;
 
 use crate::error::{CommandError, CommandResult};
 
-/// Managed by Tauri: the configuration, the engine once it has opened, and
-/// the stop flag of the answer being written.
+/// Managed by Tauri: the configuration, the engine once it has opened, the
+/// stop flag of the answer being written and the cancel flags of the ingest
+/// runs in progress.
 pub struct AppState {
     config: Result<EngineConfig, CommandError>,
     engine: OnceCell<Arc<Engine>>,
     answering: Mutex<Option<Arc<AtomicBool>>>,
+    ingesting: Mutex<Vec<Arc<AtomicBool>>>,
 }
 
 impl AppState {
@@ -22,6 +24,7 @@ impl AppState {
             config,
             engine: OnceCell::new(),
             answering: Mutex::new(None),
+            ingesting: Mutex::new(Vec::new()),
         }
     }
 
@@ -84,5 +87,78 @@ impl AppState {
             },
             Err(_) => false,
         }
+    }
+
+    /// A cancel flag for a new ingest run, remembered until `end_ingest`.
+    pub fn begin_ingest(&self) -> Arc<AtomicBool> {
+        let flag = Arc::new(AtomicBool::new(false));
+        if let Ok(mut runs) = self.ingesting.lock() {
+            runs.push(flag.clone());
+        }
+        flag
+    }
+
+    /// Forgets the cancel flag of a finished run.
+    pub fn end_ingest(&self, flag: &Arc<AtomicBool>) {
+        if let Ok(mut runs) = self.ingesting.lock() {
+            runs.retain(|f| !Arc::ptr_eq(f, flag));
+        }
+    }
+
+    /// Asks every ingest run in progress to stop after its current file;
+    /// returns how many were running.
+    pub fn cancel_ingests(&self) -> usize {
+        match self.ingesting.lock() {
+            Ok(runs) => {
+                for flag in runs.iter() {
+                    flag.store(true, Ordering::Relaxed);
+                }
+                runs.len()
+            }
+            Err(_) => 0,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn state() -> AppState {
+        AppState::new(Err(CommandError::new("not_configured", "no config")))
+    }
+
+    #[test]
+    fn cancel_reaches_every_running_ingest_and_only_those() {
+        let state = state();
+        assert_eq!(state.cancel_ingests(), 0);
+        let a = state.begin_ingest();
+        let b = state.begin_ingest();
+        state.end_ingest(&b);
+        assert_eq!(state.cancel_ingests(), 1);
+        assert!(a.load(Ordering::Relaxed));
+        assert!(!b.load(Ordering::Relaxed), "a finished run is not touched");
+    }
+
+    #[test]
+    fn stop_answer_only_stops_the_current_answer() {
+        let state = state();
+        assert!(!state.stop_answer());
+        let first = state.begin_answer();
+        let second = state.begin_answer();
+        state.end_answer(&first);
+        assert!(state.stop_answer());
+        assert!(second.load(Ordering::Relaxed));
+        assert!(!first.load(Ordering::Relaxed));
+        state.end_answer(&second);
+        assert!(!state.stop_answer());
+    }
+
+    #[test]
+    fn a_failed_configuration_is_reported_by_every_engine_call() {
+        let state = state();
+        let err = state.config().unwrap_err();
+        assert_eq!(err.code, "not_configured");
+        assert!(state.opened().is_none());
     }
 }

@@ -14,7 +14,7 @@ export type IngestEvent =
   | { kind: "discovered"; files: number }
   | { kind: "started"; path: string; name: string; index: number; total: number }
   | { kind: "progress"; path: string; stage: string; done: number | null; total: number | null }
-  | { kind: "indexed"; path: string; pages: number | null; chunks: number; warnings: string[] }
+  | { kind: "indexed"; path: string; pages: number | null; chunks: number; warnings: string[]; needsOcr: boolean }
   | { kind: "unchanged"; path: string }
   | { kind: "skipped"; path: string; name: string; reason: string }
   | { kind: "failed"; path: string; reason: string }
@@ -27,6 +27,8 @@ export interface IngestSummary {
   failed: number;
   chunks: number;
   seconds: number;
+  /** The run was cancelled; files finished before that stay indexed. */
+  cancelled: boolean;
 }
 
 export interface SearchRequest {
@@ -45,8 +47,11 @@ export interface SearchHit {
   path: string | null;
   page: number | null;
   headings: string[];
+  location: string | null;
   score: number;
   ranks: LegRanks;
+  bm25Score: number | null;
+  denseDistance: number | null;
   text: string;
 }
 
@@ -58,6 +63,7 @@ export interface SearchResponse {
 export interface AskRequest {
   question: string;
   mode: SearchMode;
+  conversationId: string | null;
 }
 
 export interface Source {
@@ -65,6 +71,19 @@ export interface Source {
   document: string;
   path: string | null;
   page: number | null;
+  /** Where the passage is, for people ("p. 3", "slide 4"); may be empty. */
+  location: string;
+  headings: string[];
+  chunkId: string;
+  charStart: number;
+  charEnd: number;
+  /** The passage the model was given. */
+  text: string;
+  /** Final retrieval score (fused in hybrid mode). */
+  score: number;
+  ranks: LegRanks;
+  bm25Score: number | null;
+  denseDistance: number | null;
   cited: boolean;
 }
 
@@ -81,7 +100,69 @@ export interface AskResponse {
   prefillMs: number;
   decodeMs: number;
   stopped: boolean;
+  /** Nothing in the library matched, so no answer was written. */
+  notInDocuments: boolean;
   tookMs: number;
+  /** The conversation as stored after this answer. */
+  conversation: ConversationSummary | null;
+}
+
+export interface ConversationSummary {
+  id: string;
+  title: string;
+  createdAt: number;
+  updatedAt: number;
+  messages: number;
+}
+
+export interface StoredMessage {
+  role: "user" | "assistant";
+  text: string;
+  sources: Source[];
+  stopped: boolean;
+  notInDocuments: boolean;
+  createdAt: number;
+}
+
+export interface Conversation {
+  id: string;
+  title: string;
+  createdAt: number;
+  updatedAt: number;
+  messages: StoredMessage[];
+}
+
+export interface DocumentInfo {
+  id: string;
+  title: string;
+  path: string;
+  fileName: string;
+  format: string;
+  pages: number;
+  chunks: number;
+  bytes: number;
+  /** Seconds since the Unix epoch. */
+  indexedAt: number;
+  warnings: string[];
+  needsOcr: boolean;
+}
+
+export interface ModelInfo {
+  role: "embedder" | "llm";
+  name: string;
+  path: string;
+  present: boolean;
+  bytes: number;
+  detail: string;
+}
+
+export interface ModelsStatus {
+  modelsDir: string;
+  dataDir: string;
+  embedder: ModelInfo;
+  llm: ModelInfo | null;
+  maxContext: number;
+  devicePreference: string;
 }
 
 export interface GpuField {
@@ -123,6 +204,47 @@ export function asCommandError(err: unknown): CommandError {
 export function ingest(paths: string[], onEvent: (event: IngestEvent) => void): Promise<IngestSummary> {
   const channel = new Channel<IngestEvent>(onEvent);
   return invoke<IngestSummary>("ingest", { paths, onEvent: channel });
+}
+
+export function cancelIngest(): Promise<boolean> {
+  return invoke<boolean>("cancel_ingest");
+}
+
+export function documents(): Promise<DocumentInfo[]> {
+  return invoke<DocumentInfo[]>("documents");
+}
+
+export function deleteDocument(id: string): Promise<boolean> {
+  return invoke<boolean>("delete_document", { id });
+}
+
+export function reindexDocument(id: string, onEvent: (event: IngestEvent) => void): Promise<IngestSummary> {
+  const channel = new Channel<IngestEvent>(onEvent);
+  return invoke<IngestSummary>("reindex_document", { id, onEvent: channel });
+}
+
+export function listConversations(): Promise<ConversationSummary[]> {
+  return invoke<ConversationSummary[]>("list_conversations");
+}
+
+export function createConversation(question: string | null): Promise<Conversation> {
+  return invoke<Conversation>("create_conversation", { title: null, question });
+}
+
+export function getConversation(id: string): Promise<Conversation> {
+  return invoke<Conversation>("get_conversation", { id });
+}
+
+export function renameConversation(id: string, title: string): Promise<ConversationSummary> {
+  return invoke<ConversationSummary>("rename_conversation", { id, title });
+}
+
+export function deleteConversation(id: string): Promise<boolean> {
+  return invoke<boolean>("delete_conversation", { id });
+}
+
+export function modelsStatus(): Promise<ModelsStatus> {
+  return invoke<ModelsStatus>("models_status");
 }
 
 export function search(request: SearchRequest): Promise<SearchResponse> {

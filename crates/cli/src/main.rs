@@ -10,9 +10,10 @@ use std::sync::Arc;
 use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use lectern_engine::eval::{load_corpus, load_qrels, load_queries};
+use lectern_engine::hub::{Catalog, DownloadEvent, DownloadOptions, InstallState};
 use lectern_engine::{
     AskEvent, AskRequest, DevicePreference, Engine, EngineConfig, SearchHit, SearchMode,
-    SearchRequest,
+    SearchRequest, WatchEvent,
 };
 
 #[derive(Parser)]
@@ -96,6 +97,47 @@ enum Command {
         /// Print as JSON.
         #[arg(long)]
         json: bool,
+    },
+    /// Remove a document (by id or path) and compact the library so its
+    /// text leaves the disk.
+    Delete {
+        /// Document id (from `lectern docs`) or the file's path.
+        target: String,
+    },
+    /// Index a folder, then keep the library in step with it: new, changed,
+    /// renamed and deleted files. Runs until interrupted.
+    Watch {
+        /// The folder.
+        folder: PathBuf,
+    },
+    /// Check that the manifest, the vector store and the text index agree.
+    Check {
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Rewrite the stores without deleted data and drop old versions.
+    Compact,
+    /// List, inspect and download models.
+    Models {
+        #[command(subcommand)]
+        cmd: ModelsCmd,
+    },
+}
+
+#[derive(Subcommand)]
+enum ModelsCmd {
+    /// Show the catalog and what is installed.
+    List {
+        /// Print as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Download a model from the Hugging Face hub (or `HF_ENDPOINT`),
+    /// verifying every file.
+    Pull {
+        /// Catalog id, for example `qwen3-0.6b`.
+        id: String,
     },
 }
 
@@ -211,12 +253,20 @@ fn config(cli: &Cli) -> Result<EngineConfig> {
 async fn open(cli: &Cli) -> Result<Engine> {
     let cfg = config(cli)?;
     let dir = cfg.embedder_dir.clone();
-    Engine::open(cfg).await.with_context(|| {
+    let engine = Engine::open(cfg).await.with_context(|| {
         format!(
             "could not open the library (embedding model folder: {}; run models/provision.sh or set LECTERN_EMBEDDER)",
             dir.display()
         )
-    })
+    })?;
+    let pending = engine.pending_reindex().await;
+    if !pending.is_empty() && !matches!(cli.command, Command::Ingest { .. }) {
+        eprintln!(
+            "note: the library was rebuilt in a newer format; {} document(s) are waiting to be indexed again (run `lectern ingest` with any path to do it)",
+            pending.len()
+        );
+    }
+    Ok(engine)
 }
 
 fn print_hits(hits: &[SearchHit]) {
@@ -273,19 +323,29 @@ async fn main() -> Result<()> {
             let engine = open(&cli).await?;
             let bar = progress::IngestProgress::new(std::io::stderr().is_terminal() && !json);
             let sink = bar.sink();
+            let mut paths = paths.clone();
+            let pending = engine.pending_reindex().await;
+            if !pending.is_empty() {
+                eprintln!(
+                    "re-indexing {} document(s) from an older library format",
+                    pending.len()
+                );
+                paths.extend(pending);
+            }
             let report = engine
-                .ingest(paths.clone(), sink, Arc::new(AtomicBool::new(false)))
+                .ingest(paths, sink, Arc::new(AtomicBool::new(false)))
                 .await?;
             bar.finish();
             if *json {
                 println!("{}", serde_json::to_string_pretty(&report)?);
             } else {
                 println!(
-                    "Indexed {} file(s), {} chunk(s) in {:.1}s ({:.1} chunks/s); {} unchanged, {} failed, {} skipped.",
+                    "Indexed {} file(s), {} chunk(s) in {:.1}s ({} embedded, {} reused); {} unchanged, {} failed, {} skipped.",
                     report.indexed,
                     report.chunks,
                     report.seconds,
-                    report.chunks as f64 / report.seconds.max(1e-9),
+                    report.embedded,
+                    report.reused,
                     report.unchanged,
                     report.failed.len(),
                     report.skipped.len()
@@ -433,6 +493,175 @@ async fn main() -> Result<()> {
             })
             .await??;
             println!("{}", serde_json::to_string(&report)?);
+        }
+        Command::Delete { target } => {
+            let engine = open(&cli).await?;
+            let by_id = engine.delete_document(target).await?;
+            let removed = by_id || engine.delete_path(std::path::Path::new(target)).await?;
+            if removed {
+                println!("Removed {target}.");
+            } else {
+                anyhow::bail!("no indexed document has the id or path {target}");
+            }
+        }
+        Command::Watch { folder } => {
+            let engine = open(&cli).await?;
+            let bar = progress::IngestProgress::new(std::io::stderr().is_terminal());
+            let on_event = Arc::new(|ev: WatchEvent| match ev {
+                WatchEvent::Synced {
+                    indexed,
+                    unchanged,
+                    removed,
+                    failed,
+                } => {
+                    eprintln!(
+                        "in step: {indexed} indexed, {unchanged} unchanged, {removed} removed, {} failed",
+                        failed.len()
+                    );
+                    for (p, e) in failed {
+                        eprintln!("  failed: {}: {e}", p.display());
+                    }
+                }
+                WatchEvent::Watching { folder } => {
+                    eprintln!("watching {} (Ctrl-C to stop)", folder.display())
+                }
+                WatchEvent::Error { message } => eprintln!("watch error: {message}"),
+            });
+            engine
+                .watch(
+                    folder,
+                    bar.sink(),
+                    on_event,
+                    Arc::new(AtomicBool::new(false)),
+                )
+                .await?;
+        }
+        Command::Check { json } => {
+            let engine = open(&cli).await?;
+            let c = engine.verify().await?;
+            if *json {
+                println!("{}", serde_json::to_string_pretty(&c)?);
+            } else {
+                println!(
+                    "{} documents, {} chunks; LanceDB rows {}, tantivy chunks {}; {} unfinished document(s) hidden from search",
+                    c.documents,
+                    c.chunks,
+                    c.vector_rows,
+                    c.text_rows,
+                    c.unfinished.len()
+                );
+                for p in &c.problems {
+                    println!("  problem: {p}");
+                }
+                if c.is_consistent() {
+                    println!("consistent");
+                }
+            }
+            if !c.is_consistent() {
+                std::process::exit(2);
+            }
+        }
+        Command::Compact => {
+            let engine = open(&cli).await?;
+            engine.compact().await?;
+            println!("Compacted.");
+        }
+        Command::Models {
+            cmd: ModelsCmd::List { json },
+        } => {
+            let cfg = config(&cli)?;
+            let catalog = Catalog::builtin();
+            let rows: Vec<serde_json::Value> = catalog
+                .models
+                .iter()
+                .map(|m| {
+                    serde_json::json!({
+                        "id": m.id,
+                        "kind": m.kind,
+                        "repo": m.repo,
+                        "size": m.total_size(),
+                        "state": m.install_state(&cfg.models_dir),
+                    })
+                })
+                .collect();
+            if *json {
+                println!("{}", serde_json::to_string_pretty(&rows)?);
+            } else {
+                println!("models folder: {}", cfg.models_dir.display());
+                for m in &catalog.models {
+                    let state = match m.install_state(&cfg.models_dir) {
+                        InstallState::Installed { .. } => "installed".to_string(),
+                        InstallState::Partial { missing } => {
+                            format!("incomplete ({} file(s) missing)", missing.len())
+                        }
+                        InstallState::Absent => "not installed".to_string(),
+                    };
+                    let size = m
+                        .total_size()
+                        .map(|s| format!("{:.1} MB", s as f64 / 1e6))
+                        .unwrap_or_else(|| "size unknown".into());
+                    println!(
+                        "{:<24} {:<9} {:>12}  {}",
+                        m.id,
+                        format!("{:?}", m.kind).to_lowercase(),
+                        size,
+                        state
+                    );
+                }
+            }
+        }
+        Command::Models {
+            cmd: ModelsCmd::Pull { id },
+        } => {
+            let cfg = config(&cli)?;
+            let catalog = Catalog::builtin();
+            let entry = catalog.get(id)?;
+            let bar = indicatif::ProgressBar::with_draw_target(
+                Some(0),
+                if std::io::stderr().is_terminal() {
+                    indicatif::ProgressDrawTarget::stderr()
+                } else {
+                    indicatif::ProgressDrawTarget::hidden()
+                },
+            );
+            if let Ok(style) = indicatif::ProgressStyle::with_template(
+                "{msg} {bar:30} {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
+            ) {
+                bar.set_style(style);
+            }
+            let b = bar.clone();
+            let sink = Arc::new(move |ev: DownloadEvent| match ev {
+                DownloadEvent::FileStarted { file, size } => {
+                    b.set_message(file);
+                    b.set_length(size);
+                    b.set_position(0);
+                }
+                DownloadEvent::Progress { done, .. } => b.set_position(done),
+                DownloadEvent::FileVerified {
+                    file,
+                    digest_checked,
+                } => b.println(format!(
+                    "{file}: {}",
+                    if digest_checked {
+                        "sha256 verified"
+                    } else {
+                        "downloaded (no digest in the catalog)"
+                    }
+                )),
+                DownloadEvent::FileSkipped { file } => {
+                    b.println(format!("{file}: already installed"))
+                }
+                DownloadEvent::Finished { .. } => {}
+            });
+            let path = lectern_engine::hub::download(
+                entry,
+                &DownloadOptions::new(&cfg.models_dir),
+                sink,
+                Arc::new(AtomicBool::new(false)),
+            )
+            .await?;
+            bar.finish_and_clear();
+            println!("{} is installed at {}", entry.id, path.display());
         }
         Command::Docs { json } => {
             let engine = open(&cli).await?;

@@ -64,6 +64,30 @@ pub struct SourceRef {
     pub char_start: u64,
     /// End offset (characters) into the page.
     pub char_end: u64,
+    /// Where the passage is, for people ("p. 3", "slide 4"); may be empty.
+    #[serde(default)]
+    pub location: String,
+    /// Headings in force at the passage, outermost first.
+    #[serde(default)]
+    pub heading_path: Vec<String>,
+    /// The passage text given to the model.
+    #[serde(default)]
+    pub text: String,
+    /// Retrieval score (fused score in hybrid mode).
+    #[serde(default)]
+    pub score: f32,
+    /// 1-based rank in the BM25 leg, if it appeared there.
+    #[serde(default)]
+    pub bm25_rank: Option<usize>,
+    /// BM25 score, if it appeared in that leg.
+    #[serde(default)]
+    pub bm25_score: Option<f32>,
+    /// 1-based rank in the dense leg, if it appeared there.
+    #[serde(default)]
+    pub dense_rank: Option<usize>,
+    /// Cosine distance, if it appeared in the dense leg.
+    #[serde(default)]
+    pub dense_distance: Option<f32>,
     /// Whether the answer cites it.
     pub cited: bool,
 }
@@ -221,9 +245,10 @@ impl Engine {
             .await?
         };
         let slot = self.llm.clone();
-        let device = self.device;
+        let gpu = self.gpu_side.clone();
         let max_context = self.config.max_context;
         tokio::task::spawn_blocking(move || {
+            let _active = gpu.active();
             let mut guard = slot
                 .lock()
                 .map_err(|_| EngineError::Internal("language model lock poisoned".into()))?;
@@ -233,10 +258,13 @@ impl Engine {
                 .unwrap_or(true)
             {
                 *guard = None;
+                let device = gpu.admit_llm(&model_path, max_context, &slot)?;
                 let dev = lectern_models::candle_device(&device)?;
-                tracing::info!(model = %model_path.display(), "loading language model");
+                tracing::info!(model = %model_path.display(), %device, "loading language model");
                 *guard = Some(Llm::load(&model_path, &dev, max_context)?);
+                gpu.llm_loaded();
             }
+            let _in_use = gpu.llm_in_use();
             let llm = guard
                 .as_mut()
                 .ok_or_else(|| EngineError::Internal("language model missing".into()))?;
@@ -255,6 +283,14 @@ impl Engine {
                     chunk_id: h.chunk.chunk_id.clone(),
                     char_start: h.chunk.char_start,
                     char_end: h.chunk.char_end,
+                    location: h.chunk.location.clone(),
+                    heading_path: h.chunk.heading_path.clone(),
+                    text: h.chunk.text.clone(),
+                    score: h.score,
+                    bm25_rank: h.bm25_rank,
+                    bm25_score: h.bm25_score,
+                    dense_rank: h.dense_rank,
+                    dense_distance: h.dense_distance,
                     cited: false,
                 })
                 .collect();

@@ -21,6 +21,9 @@ pub enum EngineError {
     /// Something needed is not configured (for example no language model).
     #[error("{0}")]
     NotConfigured(String),
+    /// Watching a folder failed.
+    #[error("{0}")]
+    Watch(String),
     /// The operation was cancelled.
     #[error("cancelled")]
     Cancelled,
@@ -55,6 +58,7 @@ impl EngineError {
             EngineError::Gpu(_) => ("gpu", false),
             EngineError::InvalidInput(_) => ("invalid_input", false),
             EngineError::NotConfigured(_) => ("not_configured", false),
+            EngineError::Watch(_) => ("watch", true),
             EngineError::Cancelled => ("cancelled", true),
             EngineError::Internal(_) => ("internal", true),
         };

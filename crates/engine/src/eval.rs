@@ -214,10 +214,7 @@ impl Engine {
                 }),
                 content_hash: hash,
                 byte_len: body.len() as u64,
-                pages: vec![Page {
-                    number: None,
-                    text: body,
-                }],
+                pages: vec![Page::new(None, body)],
                 warnings: Vec::new(),
             });
         }
@@ -265,6 +262,7 @@ impl Engine {
                             &doc_id,
                             &path,
                             &title,
+                            "text",
                             c,
                             vectors.next().unwrap_or_default(),
                         )

@@ -1,5 +1,6 @@
 //! The ingest pipeline: discover → parse → chunk → embed → index.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -79,6 +80,11 @@ pub struct IngestReport {
     pub skipped: Vec<(PathBuf, String)>,
     /// Chunks written.
     pub chunks: usize,
+    /// Chunks that had to be embedded.
+    pub embedded: usize,
+    /// Chunks whose embedding was reused because their text was already in
+    /// the library.
+    pub reused: usize,
     /// Wall time in seconds.
     pub seconds: f64,
 }
@@ -88,9 +94,11 @@ pub(crate) fn chunk_record(
     doc_id: &str,
     path: &str,
     title: &str,
+    format: &str,
     c: Chunk,
     vector: Vec<f32>,
 ) -> ChunkRecord {
+    let location = location_label(&c);
     ChunkRecord {
         chunk_id: format!("{doc_id}:{}", c.ordinal),
         doc_id: doc_id.to_string(),
@@ -101,9 +109,25 @@ pub(crate) fn chunk_record(
         ordinal: c.ordinal,
         char_start: c.char_start as u64,
         char_end: c.char_end as u64,
+        chunk_hash: ChunkRecord::hash_text(&c.text),
+        format: format.to_string(),
+        location,
+        ocr: false,
         text: c.text,
         vector,
     }
+}
+
+/// Where a chunk is, for people.
+fn location_label(c: &Chunk) -> String {
+    let mut parts = Vec::new();
+    if let Some(p) = c.page {
+        parts.push(format!("p. {p}"));
+    }
+    if let Some(h) = c.heading_path.last() {
+        parts.push(h.clone());
+    }
+    parts.join(" · ")
 }
 
 /// A stable document id for a path: the first 16 hex digits of its blake3.
@@ -122,9 +146,55 @@ fn page_count(doc: &ParsedDocument) -> u32 {
     doc.pages.len() as u32
 }
 
+/// blake3 of a file's bytes, in lowercase hex (the same hash the parser
+/// records), read in a streaming way.
+fn hash_file(path: &Path) -> std::io::Result<String> {
+    let mut f = std::fs::File::open(path)?;
+    let mut h = blake3::Hasher::new();
+    h.update_reader(&mut f)?;
+    Ok(h.finalize().to_hex().to_string())
+}
+
+/// Documents parsed and embedded but not yet written: written together so a
+/// folder of small files costs a few store writes, not one per file.
+#[derive(Default)]
+struct PendingBatch {
+    docs: Vec<(DocumentEntry, Vec<ChunkRecord>)>,
+    events: Vec<IngestEvent>,
+    vectors: HashMap<String, Vec<f32>>,
+    chunks: usize,
+    since: Option<Instant>,
+}
+
+/// Write the pending batch once it holds this many chunks…
+const BATCH_CHUNKS: usize = 512;
+/// …or once its oldest document has waited this long.
+const BATCH_SECONDS: f64 = 2.0;
+
+impl PendingBatch {
+    fn is_due(&self) -> bool {
+        self.chunks >= BATCH_CHUNKS
+            || self
+                .since
+                .is_some_and(|t| t.elapsed().as_secs_f64() >= BATCH_SECONDS)
+    }
+}
+
+/// A document ready to be written, with its indexing counts.
+struct Prepared {
+    entry: DocumentEntry,
+    records: Vec<ChunkRecord>,
+    event: IngestEvent,
+    embedded: usize,
+    reused: usize,
+}
+
 impl Engine {
     /// Ingests files and folders. A file that fails is reported and the
-    /// rest go on; setting `cancel` stops after the current file.
+    /// rest go on. Unchanged files (same path, same content hash) are
+    /// skipped before parsing, and passages whose text is already in the
+    /// library reuse their stored embedding. Setting `cancel` stops after
+    /// the current file; what was finished before stays indexed.
     pub async fn ingest(
         &self,
         paths: Vec<PathBuf>,
@@ -143,18 +213,30 @@ impl Engine {
             skipped: discovery.skipped.clone(),
             ..Default::default()
         };
+        let mut batch = PendingBatch::default();
         for (index, path) in discovery.files.iter().enumerate() {
             if cancel.load(Ordering::Relaxed) {
+                self.flush(&mut batch, &progress, &mut report).await?;
                 return Err(EngineError::Cancelled);
             }
             progress(IngestEvent::FileStarted {
                 index,
                 path: path.clone(),
             });
-            match self.ingest_file(path, &progress).await {
-                Ok(Some(chunks)) => {
-                    report.indexed += 1;
-                    report.chunks += chunks;
+            match self.prepare_file(path, &progress, &batch.vectors).await {
+                Ok(Some(p)) => {
+                    report.embedded += p.embedded;
+                    report.reused += p.reused;
+                    for r in &p.records {
+                        batch
+                            .vectors
+                            .entry(r.chunk_hash.clone())
+                            .or_insert_with(|| r.vector.clone());
+                    }
+                    batch.chunks += p.records.len();
+                    batch.since.get_or_insert_with(Instant::now);
+                    batch.docs.push((p.entry, p.records));
+                    batch.events.push(p.event);
                 }
                 Ok(None) => {
                     report.unchanged += 1;
@@ -169,41 +251,77 @@ impl Engine {
                     report.failed.push((path.clone(), e.to_string()));
                 }
             }
+            if batch.is_due() {
+                self.flush(&mut batch, &progress, &mut report).await?;
+            }
         }
+        self.flush(&mut batch, &progress, &mut report).await?;
         report.seconds = started.elapsed().as_secs_f64();
         Ok(report)
     }
 
-    /// Indexes one file; `None` when it was already indexed unchanged.
-    async fn ingest_file(
+    /// Writes the pending documents in one library transaction and reports
+    /// them as indexed.
+    async fn flush(
+        &self,
+        batch: &mut PendingBatch,
+        progress: &ProgressFn,
+        report: &mut IngestReport,
+    ) -> Result<(), EngineError> {
+        let done = std::mem::take(batch);
+        if done.docs.is_empty() {
+            return Ok(());
+        }
+        let files = done.docs.len();
+        let chunks = done.chunks;
+        self.library.put_documents(done.docs).await?;
+        report.indexed += files;
+        report.chunks += chunks;
+        for e in done.events {
+            progress(e);
+        }
+        Ok(())
+    }
+
+    /// Parses, chunks and embeds one file; `None` when it is already indexed
+    /// with the same content.
+    async fn prepare_file(
         &self,
         path: &Path,
         progress: &ProgressFn,
-    ) -> Result<Option<usize>, EngineError> {
+        pending: &HashMap<String, Vec<f32>>,
+    ) -> Result<Option<Prepared>, EngineError> {
         let canonical = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
         let key = canonical.to_string_lossy().into_owned();
         let doc_id = doc_id_for(&key);
+        if let Some(existing) = self.library.document(&doc_id).await {
+            let p = canonical.clone();
+            let hash = tokio::task::spawn_blocking(move || hash_file(&p))
+                .await
+                .map_err(EngineError::join)?;
+            if hash.ok().as_deref() == Some(existing.content_hash.as_str()) {
+                return Ok(None);
+            }
+        }
         let p = canonical.clone();
         let doc = tokio::task::spawn_blocking(move || lectern_ingest::parse_file(&p))
             .await
             .map_err(EngineError::join)??;
-        if let Some(existing) = self.library.document(&doc_id).await {
-            if existing.content_hash == doc.content_hash {
-                return Ok(None);
-            }
-        }
-        let n = self.index_parsed(doc_id, key, doc, progress).await?;
-        Ok(Some(n))
+        self.prepare_parsed(doc_id, key, doc, progress, pending)
+            .await
+            .map(Some)
     }
 
-    /// Chunks, embeds and stores an already parsed document under `doc_id`.
-    pub(crate) async fn index_parsed(
+    /// Chunks a parsed document and embeds the chunks whose text has no
+    /// stored embedding yet (in the library or in `pending`).
+    async fn prepare_parsed(
         &self,
         doc_id: String,
         path_key: String,
         doc: ParsedDocument,
         progress: &ProgressFn,
-    ) -> Result<usize, EngineError> {
+        pending: &HashMap<String, Vec<f32>>,
+    ) -> Result<Prepared, EngineError> {
         let chunker = self.chunker.clone();
         let doc = Arc::new(doc);
         let d = doc.clone();
@@ -217,35 +335,52 @@ impl Engine {
                 .unwrap_or_else(|| path_key.clone())
         });
         let total = chunks.len();
-        let mut vectors: Vec<Vec<f32>> = Vec::with_capacity(total);
-        // Embed in slices so progress keeps moving on long documents.
+        let hashes: Vec<String> = chunks
+            .iter()
+            .map(|c| ChunkRecord::hash_text(&c.text))
+            .collect();
+        let missing: Vec<String> = hashes
+            .iter()
+            .filter(|h| !pending.contains_key(*h))
+            .cloned()
+            .collect();
+        let stored = self.library.vectors_by_hash(&missing).await?;
+        let known = |h: &str| pending.get(h).or_else(|| stored.get(h)).cloned();
+        // Embed only the chunks with new text, in slices so progress keeps
+        // moving on long documents.
+        let to_embed: Vec<usize> = (0..total)
+            .filter(|&i| known(&hashes[i]).is_none())
+            .collect();
+        let mut fresh: HashMap<usize, Vec<f32>> = HashMap::with_capacity(to_embed.len());
         let slice = (self.embedder.batch_size() * 4).max(1);
-        for part in chunks.chunks(slice) {
-            let texts: Vec<String> = part.iter().map(|c| c.text.clone()).collect();
-            let embedder = self.embedder.clone();
-            let v = tokio::task::spawn_blocking(move || {
-                let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
-                embedder.embed_passages(&refs)
-            })
-            .await
-            .map_err(EngineError::join)??;
-            vectors.extend(v);
+        let reused = total - to_embed.len();
+        for part in to_embed.chunks(slice) {
+            let texts: Vec<String> = part.iter().map(|&i| chunks[i].text.clone()).collect();
+            // Through the GPU manager: out-of-memory recovery, telemetry.
+            let v = self.embed_passages_managed(texts).await?;
+            fresh.extend(part.iter().copied().zip(v));
             progress(IngestEvent::Embedded {
                 path: doc.path.clone(),
-                done: vectors.len(),
+                done: reused + fresh.len(),
                 total,
             });
         }
-        let records: Vec<ChunkRecord> = chunks
-            .into_iter()
-            .zip(vectors)
-            .map(|(c, vector)| chunk_record(&doc_id, &path_key, &title, c, vector))
-            .collect();
+        let format = doc.format.to_string();
+        let mut records = Vec::with_capacity(total);
+        for (i, c) in chunks.into_iter().enumerate() {
+            let vector = match fresh.remove(&i) {
+                Some(v) => v,
+                None => known(&hashes[i]).ok_or_else(|| {
+                    EngineError::Internal(format!("no embedding for chunk {i} of {path_key}"))
+                })?,
+            };
+            records.push(chunk_record(&doc_id, &path_key, &title, &format, c, vector));
+        }
         let entry = DocumentEntry {
             doc_id: doc_id.clone(),
             path: path_key,
             title,
-            format: doc.format.to_string(),
+            format,
             content_hash: doc.content_hash.clone(),
             bytes: doc.byte_len,
             pages: page_count(&doc),
@@ -253,13 +388,18 @@ impl Engine {
             indexed_at: now_secs(),
             warnings: doc.warnings.clone(),
         };
-        self.library.put_document(entry, records).await?;
-        progress(IngestEvent::FileIndexed {
+        let event = IngestEvent::FileIndexed {
             path: doc.path.clone(),
             pages: page_count(&doc),
             chunks: total,
             warnings: doc.warnings.clone(),
-        });
-        Ok(total)
+        };
+        Ok(Prepared {
+            entry,
+            records,
+            event,
+            embedded: total - reused,
+            reused,
+        })
     }
 }

@@ -14,20 +14,31 @@
 mod ask;
 pub mod bench;
 mod config;
+mod conversations;
+mod device;
 mod error;
 pub mod eval;
 mod ingest;
+mod watch;
 
 pub use ask::{Answer, AskEvent, AskRequest, SourceRef};
 pub use config::EngineConfig;
+pub use conversations::{
+    Conversation, ConversationError, ConversationStore, ConversationSummary, Message, MessageRole,
+};
 pub use error::EngineError;
 pub use ingest::{IngestEvent, IngestReport, ProgressFn};
-pub use lectern_gpu::{DevicePreference, GpuStatus};
-pub use lectern_index::{ChunkRecord, DocumentEntry, LibraryCounts, SearchHit, SearchMode};
+pub use lectern_gpu::{DevicePreference, GpuEvent, GpuSnapshot, GpuStatus, RecoveryStep, Sample};
+/// The model catalog and verified downloads.
+pub use lectern_hub as hub;
+pub use lectern_index::{
+    ChunkRecord, Consistency, DocumentEntry, LibraryCounts, SearchHit, SearchMode,
+};
 pub use lectern_ingest::ChunkConfig;
 pub use lectern_models::GenerationParams;
+pub use watch::{WatchEvent, WatchFn};
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use lectern_gpu::DeviceKind;
@@ -60,6 +71,7 @@ pub struct Engine {
     chunker: Arc<Chunker>,
     device: DeviceKind,
     gpu: GpuStatus,
+    gpu_side: Arc<device::GpuSide>,
     llm: Arc<Mutex<Option<Llm>>>,
 }
 
@@ -85,7 +97,8 @@ pub fn gpu_status(pref: DevicePreference) -> Result<GpuStatus, EngineError> {
 impl Engine {
     /// Opens the library in `config.data_dir` and loads the embedder.
     pub async fn open(config: EngineConfig) -> Result<Self, EngineError> {
-        let gpu = gpu_status(config.device)?;
+        let gpu_side = device::GpuSide::open(config.device)?;
+        let gpu = gpu_side.status().clone();
         let device = gpu.selected;
         tracing::info!(device = %device, reason = %gpu.reason, "compute device");
         let emb_cfg = EmbedderConfig::new(&config.embedder_dir);
@@ -100,7 +113,16 @@ impl Engine {
         })
         .await
         .map_err(EngineError::join)??;
-        let library = Library::open(&config.data_dir.join("library"), embedder.dim()).await?;
+        let embedder_id = config
+            .embedder_dir
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned());
+        let library = Library::open_for(
+            &config.data_dir.join("library"),
+            embedder.dim(),
+            embedder_id.as_deref(),
+        )
+        .await?;
         Ok(Self {
             config,
             library,
@@ -108,6 +130,7 @@ impl Engine {
             chunker: Arc::new(chunker),
             device,
             gpu,
+            gpu_side: Arc::new(gpu_side),
             llm: Arc::new(Mutex::new(None)),
         })
     }
@@ -122,6 +145,11 @@ impl Engine {
         &self.gpu
     }
 
+    /// The conversations kept in the library's data folder.
+    pub fn conversations(&self) -> ConversationStore {
+        ConversationStore::new(self.config.data_dir.join("conversations"))
+    }
+
     /// Documents that are fully indexed.
     pub async fn documents(&self) -> Vec<DocumentEntry> {
         self.library.documents().await
@@ -132,9 +160,50 @@ impl Engine {
         Ok(self.library.counts().await?)
     }
 
-    /// Removes a document by id.
+    /// Removes a document by id, then compacts the library so its text
+    /// leaves the disk. Returns whether the document was indexed.
     pub async fn delete_document(&self, doc_id: &str) -> Result<bool, EngineError> {
-        Ok(self.library.delete_document(doc_id).await?)
+        let existed = self.library.delete_document(doc_id).await?;
+        if existed {
+            self.library.compact().await?;
+        }
+        Ok(existed)
+    }
+
+    /// Removes the document read from `path` (as given or canonical), if
+    /// it is indexed. Returns whether it was.
+    pub async fn delete_path(&self, path: &Path) -> Result<bool, EngineError> {
+        let key = std::fs::canonicalize(path)
+            .unwrap_or_else(|_| path.to_path_buf())
+            .to_string_lossy()
+            .into_owned();
+        let id = self
+            .library
+            .documents()
+            .await
+            .into_iter()
+            .find(|d| d.path == key || Path::new(&d.path) == path)
+            .map(|d| d.doc_id);
+        match id {
+            Some(id) => self.delete_document(&id).await,
+            None => Ok(false),
+        }
+    }
+
+    /// Rewrites the stores without deleted chunks and drops old versions.
+    pub async fn compact(&self) -> Result<(), EngineError> {
+        Ok(self.library.compact().await?)
+    }
+
+    /// Checks that the manifest, LanceDB and tantivy agree.
+    pub async fn verify(&self) -> Result<Consistency, EngineError> {
+        Ok(self.library.verify().await?)
+    }
+
+    /// Documents indexed by an older version of Lectern that must be
+    /// indexed again (the library was rebuilt when it was opened).
+    pub async fn pending_reindex(&self) -> Vec<PathBuf> {
+        self.library.pending_reindex().await
     }
 
     /// Embeds a query on a blocking thread.

@@ -110,12 +110,12 @@ impl TelemetryBackend for NvmlBackend {
     }
 }
 
-/// Finds the best available telemetry backend.
+/// Connects to the NVIDIA driver, or explains why it cannot.
 ///
 /// Returns an [`NvmlBackend`] when the NVIDIA driver answers, otherwise a
 /// [`NoGpu`] whose reason says what is missing. Never fails and never
 /// waits: a machine without NVIDIA hardware costs one failed library load.
-pub fn probe_telemetry() -> Box<dyn TelemetryBackend> {
+pub(crate) fn probe_nvml() -> Box<dyn TelemetryBackend> {
     match NvmlBackend::init() {
         Ok(backend) => {
             tracing::info!(
@@ -219,7 +219,7 @@ mod tests {
 
     #[test]
     fn probe_never_fails_and_explains_a_missing_gpu() {
-        let backend = probe_telemetry();
+        let backend = probe_nvml();
         if backend.device_count() == 0 {
             let reason = backend
                 .unavailable_reason()

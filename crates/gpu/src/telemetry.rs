@@ -89,6 +89,12 @@ pub trait TelemetryBackend: Send + Sync + Debug {
         (self.device_count() == 0).then(|| "no NVIDIA GPU detected".to_owned())
     }
 
+    /// The simulator behind this backend, when it is one, so callers can
+    /// drive its allocations and load.
+    fn as_simulated(&self) -> Option<&crate::SimulatedGpu> {
+        None
+    }
+
     /// Snapshots of every GPU, in index order. A GPU whose snapshot fails is
     /// logged and left out.
     fn snapshots(&self) -> Vec<GpuSnapshot> {

@@ -34,6 +34,20 @@ pub enum IndexError {
         /// Dimensions of the model in use.
         model: usize,
     },
+    /// The library on disk was written in an older format.
+    #[error("the library was written by an older version of Lectern ({0}) and must be rebuilt")]
+    OutdatedLibrary(String),
+    /// The library is open in another Lectern process.
+    #[error("the library at {0} is in use by another Lectern process (the app or a `lectern` command); close it and try again")]
+    Busy(PathBuf),
+    /// The library was built with another embedding model.
+    #[error("the library was indexed with the embedding model `{library}` but `{model}` is configured; vectors of two models cannot be mixed: use `{library}` or a new data folder")]
+    EmbedderMismatch {
+        /// The model the library was built with.
+        library: String,
+        /// The model in use.
+        model: String,
+    },
     /// The caller passed something invalid.
     #[error("invalid input: {0}")]
     InvalidInput(String),

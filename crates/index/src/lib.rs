@@ -28,10 +28,10 @@ mod vectors;
 
 pub use error::IndexError;
 pub use fusion::{reciprocal_rank_fusion, RRF_K};
-pub use manifest::{DocumentEntry, Manifest};
+pub use manifest::{DocumentEntry, Manifest, LIBRARY_FORMAT};
 pub use types::{ChunkRecord, LegHit, SearchHit, SearchMode};
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -57,6 +57,31 @@ impl std::fmt::Debug for Library {
     }
 }
 
+/// The outcome of [`Library::verify`].
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Consistency {
+    /// Documents in the manifest.
+    pub documents: usize,
+    /// Chunks the manifest lists.
+    pub chunks: usize,
+    /// Rows in LanceDB.
+    pub vector_rows: usize,
+    /// Live chunks in tantivy.
+    pub text_rows: usize,
+    /// Documents with chunks in a store but not in the manifest (hidden
+    /// from search, removed on the next open).
+    pub unfinished: Vec<String>,
+    /// Disagreements between the stores about finished documents.
+    pub problems: Vec<String>,
+}
+
+impl Consistency {
+    /// Whether every finished document has all its chunks in both stores.
+    pub fn is_consistent(&self) -> bool {
+        self.problems.is_empty()
+    }
+}
+
 /// Counts of what each store holds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 pub struct LibraryCounts {
@@ -75,8 +100,24 @@ impl Library {
     /// dimensions, and removes chunks of documents that never finished
     /// indexing.
     pub async fn open(dir: &Path, dim: usize) -> Result<Self, IndexError> {
+        Self::open_for(dir, dim, None).await
+    }
+
+    /// Like [`Library::open`], and also checks that the library's vectors
+    /// come from the embedding model `embedder` (any name that identifies
+    /// it), since vectors of two models must never mix.
+    ///
+    /// A library in an older on-disk format is rebuilt empty; the paths of
+    /// its documents are kept in [`Library::pending_reindex`] until they are
+    /// indexed again.
+    pub async fn open_for(
+        dir: &Path,
+        dim: usize,
+        embedder: Option<&str>,
+    ) -> Result<Self, IndexError> {
         std::fs::create_dir_all(dir).map_err(|e| IndexError::io(dir, e))?;
-        let manifest = Manifest::load(&dir.join("manifest.json"))?;
+        let manifest_path = dir.join("manifest.json");
+        let mut manifest = Manifest::load(&manifest_path)?;
         if let Some(existing) = manifest.dim {
             if existing != dim {
                 return Err(IndexError::DimensionMismatch {
@@ -85,13 +126,68 @@ impl Library {
                 });
             }
         }
+        if let (Some(have), Some(want)) = (manifest.embedder.as_deref(), embedder) {
+            if have != want && !manifest.documents.is_empty() {
+                return Err(IndexError::EmbedderMismatch {
+                    library: have.to_string(),
+                    model: want.to_string(),
+                });
+            }
+        }
         let text_dir = dir.join("tantivy");
-        let text = Arc::new(
-            tokio::task::spawn_blocking(move || text::TextIndex::open(&text_dir))
+        let lance_dir = dir.join("lance");
+        // The tantivy writer lock doubles as the library's process lock, so
+        // take it before anything else is touched.
+        let td = text_dir.clone();
+        let text = tokio::task::spawn_blocking(move || text::TextIndex::open(&td))
+            .await
+            .map_err(IndexError::join)??;
+        let text = Arc::new(text);
+        let (outdated, store) =
+            if manifest.version < LIBRARY_FORMAT && !manifest.documents.is_empty() {
+                (Some(format!("format {}", manifest.version)), None)
+            } else {
+                match vectors::VectorStore::open(&lance_dir, dim).await {
+                    Err(IndexError::OutdatedLibrary(why)) => (Some(why), None),
+                    Err(e) => return Err(e),
+                    Ok(v) => (None, Some(v)),
+                }
+            };
+        if let Some(why) = outdated {
+            tracing::warn!(dir = %dir.display(), reason = %why, "rebuilding a library written in an older format");
+            let mut pending: Vec<String> = manifest
+                .documents
+                .values()
+                .map(|d| d.path.clone())
+                .chain(manifest.pending_reindex.iter().cloned())
+                .collect();
+            pending.sort();
+            pending.dedup();
+            // Record what must be re-indexed before anything is removed.
+            manifest = Manifest {
+                version: LIBRARY_FORMAT,
+                dim: Some(dim),
+                embedder: embedder.map(str::to_string),
+                pending_reindex: pending,
+                documents: BTreeMap::new(),
+            };
+            manifest.save(&manifest_path)?;
+            let t = text.clone();
+            tokio::task::spawn_blocking(move || t.clear())
                 .await
-                .map_err(IndexError::join)??,
-        );
-        let vectors = vectors::VectorStore::open(&dir.join("lance"), dim).await?;
+                .map_err(IndexError::join)??;
+            if lance_dir.exists() {
+                std::fs::remove_dir_all(&lance_dir).map_err(|e| IndexError::io(&lance_dir, e))?;
+            }
+        }
+        manifest.version = LIBRARY_FORMAT;
+        let vectors = match store {
+            Some(v) => v,
+            None => vectors::VectorStore::open(&lance_dir, dim).await?,
+        };
+        if manifest.embedder.is_none() && embedder.is_some() {
+            manifest.embedder = embedder.map(str::to_string);
+        }
         let lib = Self {
             dir: dir.to_path_buf(),
             manifest: RwLock::new(manifest),
@@ -102,6 +198,18 @@ impl Library {
         };
         lib.recover().await?;
         Ok(lib)
+    }
+
+    /// Paths of documents from an older library format that still need to
+    /// be indexed again.
+    pub async fn pending_reindex(&self) -> Vec<PathBuf> {
+        self.manifest
+            .read()
+            .await
+            .pending_reindex
+            .iter()
+            .map(PathBuf::from)
+            .collect()
     }
 
     /// The library folder.
@@ -236,6 +344,7 @@ impl Library {
         let mut dirty = self.dirty.lock().await;
         for entry in entries {
             dirty.remove(&entry.doc_id);
+            m.pending_reindex.retain(|p| p != &entry.path);
             m.documents.insert(entry.doc_id.clone(), entry);
         }
         m.save(&manifest_path)?;
@@ -255,6 +364,90 @@ impl Library {
         };
         self.remove_chunks(doc_id).await?;
         Ok(existed)
+    }
+
+    /// Forgets paths that were waiting to be re-indexed (for example files
+    /// that no longer exist).
+    pub async fn drop_pending(&self, paths: &[PathBuf]) -> Result<(), IndexError> {
+        let _guard = self.write_lock.lock().await;
+        let mut m = self.manifest.write().await;
+        let before = m.pending_reindex.len();
+        m.pending_reindex
+            .retain(|p| !paths.iter().any(|q| q.as_os_str() == p.as_str()));
+        if m.pending_reindex.len() != before {
+            m.save(&self.dir.join("manifest.json"))?;
+        }
+        Ok(())
+    }
+
+    /// Stored embeddings of chunk texts with these [`ChunkRecord::chunk_hash`]es,
+    /// from any document, so unchanged passages need not be embedded again.
+    pub async fn vectors_by_hash(
+        &self,
+        hashes: &[String],
+    ) -> Result<HashMap<String, Vec<f32>>, IndexError> {
+        if hashes.is_empty() {
+            return Ok(HashMap::new());
+        }
+        self.vectors.vectors_by_hash(hashes).await
+    }
+
+    /// Rewrites both stores without deleted chunks and removes old versions
+    /// and unused files, so the text of deleted documents leaves the disk.
+    pub async fn compact(&self) -> Result<(), IndexError> {
+        let _guard = self.write_lock.lock().await;
+        self.vectors.compact().await?;
+        let text = self.text.clone();
+        tokio::task::spawn_blocking(move || text.compact())
+            .await
+            .map_err(IndexError::join)??;
+        Ok(())
+    }
+
+    /// Checks that the manifest, LanceDB and tantivy agree, document by
+    /// document. Chunks of unfinished documents (which search hides and the
+    /// next open removes) are reported as such, not as problems.
+    pub async fn verify(&self) -> Result<Consistency, IndexError> {
+        let _guard = self.write_lock.lock().await;
+        let manifest: BTreeMap<String, usize> = self
+            .manifest
+            .read()
+            .await
+            .documents
+            .iter()
+            .map(|(id, d)| (id.clone(), d.chunks as usize))
+            .collect();
+        let vector_rows = self.vectors.rows_per_doc().await?;
+        let text = self.text.clone();
+        let text_rows = tokio::task::spawn_blocking(move || text.chunks_per_doc())
+            .await
+            .map_err(IndexError::join)??;
+        let mut problems = Vec::new();
+        for (id, &want) in &manifest {
+            let v = vector_rows.get(id).copied().unwrap_or(0);
+            let t = text_rows.get(id).copied().unwrap_or(0);
+            if v != want || t != want {
+                problems.push(format!(
+                    "document {id}: manifest says {want} chunks, LanceDB has {v}, tantivy has {t}"
+                ));
+            }
+        }
+        let mut unfinished: Vec<String> = vector_rows
+            .keys()
+            .chain(text_rows.keys())
+            .filter(|id| !manifest.contains_key(*id))
+            .cloned()
+            .collect();
+        unfinished.sort();
+        unfinished.dedup();
+        Ok(Consistency {
+            documents: manifest.len(),
+            chunks: manifest.values().sum(),
+            vector_rows: vector_rows.values().sum(),
+            text_rows: text_rows.values().sum(),
+            unfinished,
+            problems,
+        })
     }
 
     /// Counts per store; after a clean open they agree.

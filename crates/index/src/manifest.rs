@@ -32,13 +32,24 @@ pub struct DocumentEntry {
     pub warnings: Vec<String>,
 }
 
+/// The library format this code reads and writes. Libraries written in an
+/// older format are rebuilt on open (see [`Manifest::pending_reindex`]).
+pub const LIBRARY_FORMAT: u32 = 2;
+
 /// The list of fully indexed documents, saved as JSON and replaced atomically.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct Manifest {
-    /// Format version of this file.
+    /// Format version of the library.
     pub version: u32,
     /// Embedding dimensions of the library, once known.
     pub dim: Option<usize>,
+    /// The embedding model the vectors came from, once known.
+    #[serde(default)]
+    pub embedder: Option<String>,
+    /// Paths of documents that were indexed in an older library format and
+    /// still have to be indexed again; kept here so a crash does not lose them.
+    #[serde(default)]
+    pub pending_reindex: Vec<String>,
     /// Documents by id.
     pub documents: BTreeMap<String, DocumentEntry>,
 }
@@ -52,7 +63,7 @@ impl Manifest {
                 message: e.to_string(),
             }),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Manifest {
-                version: 1,
+                version: LIBRARY_FORMAT,
                 ..Default::default()
             }),
             Err(e) => Err(IndexError::io(path, e)),

@@ -1,6 +1,6 @@
 //! The BM25 leg: a tantivy index with one document per chunk.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::path::Path;
 use std::sync::Mutex;
 
@@ -71,7 +71,13 @@ impl TextIndex {
         let directory = MmapDirectory::open(dir).map_err(|e| IndexError::Text(e.to_string()))?;
         let index = Index::open_or_create(directory, schema)?;
         index.tokenizers().register(ANALYZER, analyzer()?);
-        let writer = index.writer_with_num_threads(1, 64 * 1024 * 1024)?;
+        let writer = match index.writer_with_num_threads(1, 64 * 1024 * 1024) {
+            Ok(w) => w,
+            Err(tantivy::TantivyError::LockFailure(..)) => {
+                return Err(IndexError::Busy(dir.to_path_buf()))
+            }
+            Err(e) => return Err(e.into()),
+        };
         let reader = index
             .reader_builder()
             .reload_policy(ReloadPolicy::Manual)
@@ -128,6 +134,49 @@ impl TextIndex {
             IndexRecordOption::Basic,
         );
         Ok(self.reader.searcher().search(&q, &Count)?)
+    }
+
+    /// Removes every chunk and the files that held them.
+    pub(crate) fn clear(&self) -> Result<(), IndexError> {
+        let mut w = self.writer()?;
+        w.delete_all_documents()?;
+        w.commit()?;
+        w.garbage_collect_files().wait()?;
+        drop(w);
+        self.reader.reload()?;
+        Ok(())
+    }
+
+    /// Live chunks per document id.
+    pub(crate) fn chunks_per_doc(&self) -> Result<HashMap<String, usize>, IndexError> {
+        self.doc_ids()?
+            .into_iter()
+            .map(|id| {
+                let n = self.count_doc(&id)?;
+                Ok((id, n))
+            })
+            .collect()
+    }
+
+    /// Merges all segments into one and deletes files no longer in use, so
+    /// deleted chunks leave the disk.
+    pub(crate) fn compact(&self) -> Result<(), IndexError> {
+        let mut w = self.writer()?;
+        let ids = self.index.searchable_segment_ids()?;
+        let has_deletes = self
+            .reader
+            .searcher()
+            .segment_readers()
+            .iter()
+            .any(|s| s.has_deletes());
+        if !ids.is_empty() && (ids.len() > 1 || has_deletes) {
+            w.merge(&ids).wait()?;
+        }
+        w.commit()?;
+        w.garbage_collect_files().wait()?;
+        drop(w);
+        self.reader.reload()?;
+        Ok(())
     }
 
     /// Ids of documents that have at least one live chunk.

@@ -23,9 +23,29 @@ pub struct ChunkRecord {
     pub char_end: u64,
     /// The chunk's text.
     pub text: String,
+    /// blake3 of [`ChunkRecord::text`] (32 hex digits): equal text, equal
+    /// embedding, so re-indexing reuses vectors by this key.
+    #[serde(default)]
+    pub chunk_hash: String,
+    /// The document's format (`pdf`, `markdown`, `docx`, …).
+    #[serde(default)]
+    pub format: String,
+    /// Where the passage is, for people: "p. 3", "slide 4", "Sheet1 rows 2–41".
+    #[serde(default)]
+    pub location: String,
+    /// Whether the text came from OCR rather than a text layer.
+    #[serde(default)]
+    pub ocr: bool,
     /// Embedding (empty in search results).
     #[serde(skip_serializing_if = "Vec::is_empty", default)]
     pub vector: Vec<f32>,
+}
+
+impl ChunkRecord {
+    /// The key under which a chunk's embedding is reused: blake3 of its text.
+    pub fn hash_text(text: &str) -> String {
+        blake3::hash(text.as_bytes()).to_hex()[..32].to_string()
+    }
 }
 
 /// A hit from one retrieval leg.

@@ -45,7 +45,7 @@ fn main() -> Result<(), Box<dyn Error>> {
     let chunked_in = started.elapsed() - parsed_in;
 
     println!(
-        "{} ({}, {:?}): {} pages, {} chars, {} chunks; parsed in {parsed_in:.2?}, chunked in {chunked_in:.2?}",
+        "{} ({}, {:?}): {} pages/sections, {} chars, {} chunks; parsed in {parsed_in:.2?}, chunked in {chunked_in:.2?}",
         doc.path.display(),
         doc.format,
         doc.title.as_deref().unwrap_or(""),
@@ -58,13 +58,12 @@ fn main() -> Result<(), Box<dyn Error>> {
     }
     for chunk in chunks.iter().take(show) {
         println!(
-            "--- #{} page {:?} chars {}..{} ({} tokens) {:?}\n{}",
+            "--- #{} [{}] chars {}..{} ({} tokens)\n{}",
             chunk.ordinal,
-            chunk.page,
+            chunk.location_label(),
             chunk.char_start,
             chunk.char_end,
             chunk.token_count,
-            chunk.heading_path,
             chunk.text
         );
     }

@@ -7,7 +7,8 @@ use serde::{Deserialize, Serialize};
 use tokenizers::Tokenizer;
 
 use crate::markdown::{self, Section};
-use crate::{Format, IngestError, ParsedDocument};
+use crate::parse::{PageAnchor, TableLayout};
+use crate::{code, Format, IngestError, Location, Page, ParsedDocument};
 
 /// The smallest `max_tokens` a [`Chunker`] accepts.
 pub const MIN_MAX_TOKENS: usize = 16;
@@ -73,21 +74,90 @@ impl ChunkConfig {
 pub struct Chunk {
     /// Position of the chunk in its document, counting from 0.
     pub ordinal: u32,
-    /// The passage, without leading or trailing whitespace.
+    /// The passage, without leading or trailing whitespace. For a table
+    /// chunk that starts after the header row, the header row comes first,
+    /// repeated, followed by a line break (see [`Chunk::repeated_header_chars`]).
     pub text: String,
-    /// The 1-based page the passage is on, for PDFs; `None` for text and Markdown.
+    /// The 1-based page the passage is on for PDFs, its slide number for
+    /// presentations; `None` for the other formats.
     pub page: Option<u32>,
-    /// The Markdown headings in force, outermost first; empty for other formats.
+    /// The headings in force, outermost first: Markdown headings, and the
+    /// headings of Word documents, web pages, e-book chapters and speaker
+    /// notes; empty where the format has none.
     pub heading_path: Vec<String>,
     /// Where the passage starts in its page's text, counted in `char`s.
     pub char_start: usize,
     /// Where the passage ends (exclusive) in its page's text, counted in `char`s.
     ///
     /// `page.text.chars().skip(char_start).take(char_end - char_start)`
-    /// yields exactly [`Chunk::text`].
+    /// yields exactly [`Chunk::text`] after its first
+    /// [`Chunk::repeated_header_chars`] chars (all of it when that is 0).
     pub char_end: usize,
     /// Number of tokens in [`Chunk::text`], without special tokens.
     pub token_count: usize,
+    /// The format of the document the chunk comes from.
+    #[serde(default)]
+    pub format: Format,
+    /// The index of the chunk's page in [`ParsedDocument::pages`].
+    #[serde(default)]
+    pub page_index: u32,
+    /// Where the passage is, for citations: page, slide, sheet and row
+    /// range, chapter, or line range.
+    #[serde(default)]
+    pub location: Location,
+    /// Whether the passage was recognised by OCR from a scanned page.
+    #[serde(default)]
+    pub ocr: bool,
+    /// How many `char`s at the start of [`Chunk::text`] repeat the table's
+    /// header row (and the line break after it) rather than come from
+    /// `char_start..char_end`; 0 for every chunk that is not a table chunk
+    /// continuing after its header.
+    #[serde(default)]
+    pub repeated_header_chars: usize,
+}
+
+impl Chunk {
+    /// A short human-readable citation anchor: `"p. 3"`, `"slide 4 — Title"`,
+    /// `"Sheet1 rows 2–41"`, `"ch. 2 — Title"`, `"lines 10–42"`, followed by
+    /// the heading path (`" · Usage › Options"`) when there is one, and by
+    /// `" (OCR)"` for text recognised from a scan. A chunk of a document
+    /// with neither is labelled `"document"`.
+    pub fn location_label(&self) -> String {
+        let mut label = self.location.label();
+        let mut path: &[String] = &self.heading_path;
+        // A chapter or slide title repeated as the first heading adds nothing.
+        if let (Some(title), Some(first)) = (self.location.title(), path.first()) {
+            if title == first {
+                path = &path[1..];
+            }
+        }
+        if !path.is_empty() {
+            if !label.is_empty() {
+                label.push_str(" · ");
+            }
+            label.push_str(&path.join(" › "));
+        }
+        if label.is_empty() {
+            label.push_str("document");
+        }
+        if self.ocr {
+            label.push_str(" (OCR)");
+        }
+        label
+    }
+}
+
+/// A chunk before it is tied to its document: byte range in the page text,
+/// token count of its full text, heading path, repeated header and rows.
+#[derive(Debug, Clone)]
+struct Piece {
+    start: usize,
+    end: usize,
+    tokens: usize,
+    heading_path: Vec<String>,
+    header: Option<String>,
+    /// Indices of the first and last table row (or code item) it holds.
+    spans: Option<(usize, usize)>,
 }
 
 /// Splits parsed documents into [`Chunk`]s measured with a real tokenizer.
@@ -208,33 +278,41 @@ impl Chunker {
     pub fn chunk(&self, doc: &ParsedDocument) -> Vec<Chunk> {
         let started = std::time::Instant::now();
         let mut chunks = Vec::new();
-        for page in &doc.pages {
-            let sections = match doc.format {
-                Format::Markdown => markdown::sections(&page.text),
-                Format::Text | Format::Pdf => vec![Section {
-                    start: 0,
-                    end: page.text.len(),
-                    heading_path: Vec::new(),
-                }],
-            };
-            // Chunk starts and ends only move forward within a page, so two
-            // cursors convert byte offsets to char offsets in linear time.
+        for (index, page) in doc.pages.iter().enumerate() {
+            let pieces = self.pieces(doc.format, page);
+            // Chunk starts and ends mostly move forward within a page, so
+            // cursors convert byte offsets to char and line numbers cheaply.
             let mut starts = CharCursor::default();
             let mut ends = CharCursor::default();
-            for section in sections {
-                let text = &page.text[section.start..section.end];
-                for w in self.windows(text) {
-                    let (start, end) = (section.start + w.start, section.start + w.end);
-                    chunks.push(Chunk {
-                        ordinal: u32::try_from(chunks.len()).unwrap_or(u32::MAX),
-                        text: page.text[start..end].to_string(),
-                        page: page.number,
-                        heading_path: section.heading_path.clone(),
-                        char_start: starts.seek(&page.text, start),
-                        char_end: ends.seek(&page.text, end),
-                        token_count: w.tokens,
-                    });
-                }
+            let mut first_lines = LineCursor::default();
+            let mut last_lines = LineCursor::default();
+            for piece in pieces {
+                let body = &page.text[piece.start..piece.end];
+                let (text, repeated_header_chars) = match &piece.header {
+                    Some(header) => (format!("{header}\n{body}"), header.chars().count() + 1),
+                    None => (body.to_string(), 0),
+                };
+                let lines = || {
+                    (
+                        first_lines.seek(&page.text, piece.start),
+                        last_lines.seek(&page.text, piece.end),
+                    )
+                };
+                let location = location(doc.format, page, &piece, lines);
+                chunks.push(Chunk {
+                    ordinal: u32::try_from(chunks.len()).unwrap_or(u32::MAX),
+                    text,
+                    page: page.number,
+                    heading_path: piece.heading_path,
+                    char_start: starts.seek(&page.text, piece.start),
+                    char_end: ends.seek(&page.text, piece.end),
+                    token_count: piece.tokens,
+                    format: doc.format,
+                    page_index: u32::try_from(index).unwrap_or(u32::MAX),
+                    location,
+                    ocr: page.ocr,
+                    repeated_header_chars,
+                });
             }
         }
         tracing::debug!(
@@ -246,8 +324,192 @@ impl Chunker {
         chunks
     }
 
+    /// The pieces of one page: table rows packed under a repeated header,
+    /// source code packed by top-level item, else token windows within
+    /// each heading section.
+    fn pieces(&self, format: Format, page: &Page) -> Vec<Piece> {
+        let text = &page.text;
+        if let Some(table) = &page.table {
+            return self.table_pieces(text, table);
+        }
+        if format == Format::Code {
+            let items = code::items(text);
+            return self.pack(text, &items, None);
+        }
+        let sections = if format == Format::Markdown {
+            markdown::sections(text)
+        } else if !page.headings.is_empty() {
+            markdown::sections_from_headings(
+                text.len(),
+                page.headings
+                    .iter()
+                    .filter(|h| h.offset <= text.len() && text.is_char_boundary(h.offset))
+                    .map(|h| (h.offset, usize::from(h.level), h.text.clone())),
+            )
+        } else {
+            vec![Section {
+                start: 0,
+                end: text.len(),
+                heading_path: Vec::new(),
+            }]
+        };
+        let mut out = Vec::new();
+        for section in sections {
+            let slice = &text[section.start..section.end];
+            for w in self.windows(slice, self.config.max_tokens) {
+                out.push(Piece {
+                    start: section.start + w.start,
+                    end: section.start + w.end,
+                    tokens: w.tokens,
+                    heading_path: section.heading_path.clone(),
+                    header: None,
+                    spans: None,
+                });
+            }
+        }
+        out
+    }
+
+    /// Table rows packed into chunks, never cut inside a row unless one row
+    /// alone is too long; chunks after the header row repeat it first, when
+    /// it takes at most half of `max_tokens`.
+    fn table_pieces(&self, text: &str, table: &TableLayout) -> Vec<Piece> {
+        let rows: Vec<(usize, usize)> = table
+            .rows
+            .iter()
+            .filter(|r| r.start <= r.end && r.end <= text.len())
+            .filter(|r| text.is_char_boundary(r.start) && text.is_char_boundary(r.end))
+            .map(|r| (r.start, r.end))
+            .collect();
+        let header = table
+            .header
+            .filter(|h| {
+                h.end <= text.len()
+                    && text.is_char_boundary(h.start)
+                    && text.is_char_boundary(h.end)
+            })
+            .map(|h| (h.end, text[h.start..h.end].trim().to_string()))
+            .filter(|(_, h)| !h.is_empty());
+        let mut pieces = self.pack(
+            text,
+            &rows,
+            header.as_ref().map(|(end, h)| (*end, h.as_str())),
+        );
+        // Map span indices back to the layout's rows.
+        let kept: Vec<usize> = table
+            .rows
+            .iter()
+            .enumerate()
+            .filter(|(_, r)| rows.contains(&(r.start, r.end)))
+            .map(|(i, _)| i)
+            .collect();
+        for piece in &mut pieces {
+            piece.spans = piece.spans.map(|(a, b)| (kept[a], kept[b]));
+        }
+        pieces
+    }
+
+    /// Packs consecutive spans (byte ranges covering their part of `text`)
+    /// into pieces of at most `max_tokens` tokens. With a `header` (`(end
+    /// of the header row, its text)`), a piece that starts at or after that
+    /// end begins with the header. A span too long for a piece of its own
+    /// is cut into token windows.
+    fn pack(
+        &self,
+        text: &str,
+        spans: &[(usize, usize)],
+        header: Option<(usize, &str)>,
+    ) -> Vec<Piece> {
+        let max = self.config.max_tokens;
+        let header = header.and_then(|(end, h)| {
+            let tokens = self.count_tokens(h);
+            (tokens > 0 && tokens <= max / 2).then_some((end, h, tokens))
+        });
+        let inputs: Vec<&str> = spans.iter().map(|&(a, b)| &text[a..b]).collect();
+        let counts: Vec<usize> = match self.tokenizer.encode_batch_fast(inputs.clone(), false) {
+            Ok(encodings) => encodings.iter().map(|e| e.len()).collect(),
+            Err(_) => inputs.iter().map(|t| self.count_tokens(t)).collect(),
+        };
+        let mut out = Vec::new();
+        let mut i = 0;
+        while i < spans.len() {
+            let prefix = header.filter(|&(end, _, _)| spans[i].0 >= end);
+            let budget = max - prefix.map_or(0, |(_, _, t)| t);
+            let mut j = i;
+            let mut sum = 0;
+            while j < spans.len() && sum + counts[j] <= budget {
+                sum += counts[j];
+                j += 1;
+            }
+            // Whitespace-only spans cost nothing: take them along.
+            while j < spans.len() && counts[j] == 0 {
+                j += 1;
+            }
+            loop {
+                if j <= i {
+                    break;
+                }
+                let (a, b) = trim(text, spans[i].0, spans[j - 1].1);
+                if a == b {
+                    break;
+                }
+                let full = match prefix {
+                    Some((_, h, _)) => format!("{h}\n{}", &text[a..b]),
+                    None => text[a..b].to_string(),
+                };
+                let tokens = self.count_tokens(&full);
+                if tokens <= max {
+                    out.push(Piece {
+                        start: a,
+                        end: b,
+                        tokens,
+                        heading_path: Vec::new(),
+                        header: prefix.map(|(_, h, _)| h.to_string()),
+                        spans: Some((i, j - 1)),
+                    });
+                    break;
+                }
+                if j == i + 1 {
+                    j = i;
+                    break;
+                }
+                j -= 1;
+            }
+            if j <= i {
+                // One span alone is too long: cut it into windows.
+                let (a, b) = spans[i];
+                let slice = &text[a..b];
+                for w in self.windows(slice, budget) {
+                    let (start, end) = (a + w.start, a + w.end);
+                    let (header_text, tokens) = match prefix {
+                        Some((_, h, _)) => {
+                            let tokens = self.count_tokens(&format!("{h}\n{}", &text[start..end]));
+                            if tokens <= max {
+                                (Some(h.to_string()), tokens)
+                            } else {
+                                (None, w.tokens)
+                            }
+                        }
+                        None => (None, w.tokens),
+                    };
+                    out.push(Piece {
+                        start,
+                        end,
+                        tokens,
+                        heading_path: Vec::new(),
+                        header: header_text,
+                        spans: Some((i, i)),
+                    });
+                }
+                j = i + 1;
+            }
+            i = j;
+        }
+        out
+    }
+
     /// The chunk windows of one section, as trimmed byte ranges into `text`.
-    fn windows(&self, text: &str) -> Vec<Window> {
+    fn windows(&self, text: &str, max: usize) -> Vec<Window> {
         if text.trim().is_empty() {
             return Vec::new();
         }
@@ -263,7 +525,6 @@ impl Chunker {
             cum.push(cum[cum.len() - 1] + u.tokens);
         }
 
-        let max = self.config.max_tokens;
         let mut out = Vec::new();
         let mut i = 0;
         // Windows are planned with the section's token counts. A window cut
@@ -276,7 +537,7 @@ impl Chunker {
             let mut plan = Vec::with_capacity(VERIFY_BATCH);
             let mut at = i;
             loop {
-                let k = self.cut(text, &units, &cum, at);
+                let k = self.cut(text, &units, &cum, at, max);
                 let next = (k < n).then(|| self.next_start(text, &units, &cum, at, k));
                 plan.push((at, k, next));
                 match next {
@@ -297,7 +558,7 @@ impl Chunker {
                         None => break 'plan,
                     }
                 } else {
-                    let (k, window) = self.shrink(text, &units, &cum, at, k, tokens);
+                    let (k, window) = self.shrink(text, &units, &cum, at, k, tokens, max);
                     push_window(&mut out, window.start, window.end, window.tokens);
                     i = self.next_start(text, &units, &cum, at, k);
                     continue 'plan;
@@ -310,19 +571,20 @@ impl Chunker {
     /// Where the window starting at unit `i` ends, by the section's counts:
     /// at the end of the section if the rest fits, else at the best break in
     /// the last quarter of the window.
-    fn cut(&self, text: &str, units: &[Unit], cum: &[usize], i: usize) -> usize {
-        let limit = cum[i] + self.config.max_tokens;
+    fn cut(&self, text: &str, units: &[Unit], cum: &[usize], i: usize, max: usize) -> usize {
+        let limit = cum[i] + max;
         let fits = cum.partition_point(|&c| c <= limit) - 1;
         let j = fits.max(i + 1);
         if j == units.len() {
             j
         } else {
-            self.choose_cut(text, units, cum, i, j)
+            self.choose_cut(text, units, cum, i, j, max)
         }
     }
 
     /// Moves the end of the window `i..k`, whose own text has `tokens` tokens,
     /// back until the text fits in `max_tokens` or holds a single unit.
+    #[allow(clippy::too_many_arguments)]
     fn shrink(
         &self,
         text: &str,
@@ -331,8 +593,8 @@ impl Chunker {
         i: usize,
         mut k: usize,
         mut tokens: usize,
+        max: usize,
     ) -> (usize, Window) {
-        let max = self.config.max_tokens;
         loop {
             // Give up as many units as there are excess tokens, at least one.
             let target = cum[k].saturating_sub(tokens - max);
@@ -436,8 +698,16 @@ impl Chunker {
 
     /// Picks where a window that starts at unit `i` and can hold units up to
     /// `j` (exclusive) ends: the best [`Break`] in its last quarter, latest first.
-    fn choose_cut(&self, text: &str, units: &[Unit], cum: &[usize], i: usize, j: usize) -> usize {
-        let quarter_in = cum[i] + (self.config.max_tokens * 3).div_ceil(4);
+    fn choose_cut(
+        &self,
+        text: &str,
+        units: &[Unit],
+        cum: &[usize],
+        i: usize,
+        j: usize,
+        max: usize,
+    ) -> usize {
+        let quarter_in = cum[i] + (max * 3).div_ceil(4);
         let lo = cum.partition_point(|&c| c < quarter_in).clamp(i + 1, j);
         let mut best = (Break::Token, j);
         for k in (lo..=j).rev() {
@@ -685,6 +955,83 @@ impl CharCursor {
     }
 }
 
+/// Converts byte offsets into 1-based line numbers, walking from the
+/// previous answer.
+#[derive(Debug, Default)]
+struct LineCursor {
+    byte: usize,
+    newlines: usize,
+}
+
+impl LineCursor {
+    /// The line holding the byte at `byte`; at a line's end (just after its
+    /// last char, or at the end of the text) that line.
+    fn seek(&mut self, text: &str, byte: usize) -> u32 {
+        if byte >= self.byte {
+            self.newlines += text.as_bytes()[self.byte..byte]
+                .iter()
+                .filter(|&&b| b == b'\n')
+                .count();
+        } else {
+            self.newlines -= text.as_bytes()[byte..self.byte]
+                .iter()
+                .filter(|&&b| b == b'\n')
+                .count();
+        }
+        self.byte = byte;
+        u32::try_from(self.newlines + 1).unwrap_or(u32::MAX)
+    }
+}
+
+/// Where a piece of `page` is, for citations.
+fn location(
+    format: Format,
+    page: &Page,
+    piece: &Piece,
+    lines: impl FnOnce() -> (u32, u32),
+) -> Location {
+    let rows = || {
+        let (table, (a, b)) = (page.table.as_ref()?, piece.spans?);
+        Some((table.rows.get(a)?.row, table.rows.get(b)?.row))
+    };
+    match &page.anchor {
+        PageAnchor::Page { number } => Location::Page { number: *number },
+        PageAnchor::Slide { number, title } => Location::Slide {
+            number: *number,
+            title: title.clone(),
+        },
+        PageAnchor::Chapter { number, title } => Location::Chapter {
+            number: *number,
+            title: title.clone(),
+        },
+        PageAnchor::Sheet { name } => {
+            let (first_row, last_row) = rows().unwrap_or((0, 0));
+            Location::Sheet {
+                name: name.clone(),
+                first_row,
+                last_row,
+            }
+        }
+        PageAnchor::Document => match (page.number, format) {
+            (Some(number), Format::Pdf) => Location::Page { number },
+            (Some(number), Format::Pptx) => Location::Slide {
+                number,
+                title: None,
+            },
+            _ => {
+                if let Some((first, last)) = rows() {
+                    Location::Rows { first, last }
+                } else if matches!(format, Format::Text | Format::Markdown | Format::Code) {
+                    let (first, last) = lines();
+                    Location::Lines { first, last }
+                } else {
+                    Location::Document
+                }
+            }
+        },
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -754,6 +1101,16 @@ mod tests {
         assert!(!ends_with_heading_like_line("text.\n\nA whole sentence."));
         assert!(!ends_with_heading_like_line("a wrapped\nline of prose"));
         assert!(!ends_with_heading_like_line("text.\n\nSee the following:"));
+    }
+
+    #[test]
+    fn line_cursor_counts_newlines_both_ways() {
+        let text = "a\nb\n\nc";
+        let mut c = LineCursor::default();
+        assert_eq!(c.seek(text, 0), 1);
+        assert_eq!(c.seek(text, text.len()), 4);
+        assert_eq!(c.seek(text, 2), 2);
+        assert_eq!(c.seek(text, 1), 1);
     }
 
     #[test]

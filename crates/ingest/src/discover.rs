@@ -4,7 +4,7 @@ use std::collections::HashSet;
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use crate::format::detect_format;
+use crate::format::{detect_format, supported_summary};
 
 /// The outcome of [`discover`]: the files to ingest and the paths passed over.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -107,10 +107,13 @@ fn walk(
 pub(crate) fn unsupported_reason(path: &Path) -> String {
     match path.extension() {
         Some(ext) => format!(
-            "unsupported file type \".{}\" (supported: .txt, .text, .log, .md, .markdown, .pdf)",
-            ext.to_string_lossy()
+            "unsupported file type \".{}\" ({})",
+            ext.to_string_lossy(),
+            supported_summary()
         ),
-        None => "no file extension to tell its format (supported: .txt, .text, .log, .md, .markdown, .pdf)"
-            .to_string(),
+        None => format!(
+            "no file extension to tell its format ({})",
+            supported_summary()
+        ),
     }
 }

@@ -33,10 +33,29 @@ pub(crate) fn title(text: &str) -> Option<String> {
 /// first heading forms a section with an empty heading path. Empty sections
 /// are left out.
 pub(crate) fn sections(text: &str) -> Vec<Section> {
+    sections_from_headings(
+        text.len(),
+        headings(text)
+            .into_iter()
+            .map(|(offset, h)| (offset, h.level, h.text)),
+    )
+}
+
+/// Sections of a text of `len` bytes whose headings are given as
+/// `(byte offset of the heading line, level, text)`, in order. A heading
+/// closes every open heading of its level or deeper; blank headings close
+/// but open nothing.
+pub(crate) fn sections_from_headings(
+    len: usize,
+    headings: impl IntoIterator<Item = (usize, usize, String)>,
+) -> Vec<Section> {
     let mut out = Vec::new();
     let mut path: Vec<(usize, String)> = Vec::new();
     let mut start = 0;
-    for (offset, heading) in headings(text) {
+    for (offset, level, text) in headings {
+        if offset < start || offset > len {
+            continue;
+        }
         if offset > start {
             out.push(Section {
                 start,
@@ -44,21 +63,18 @@ pub(crate) fn sections(text: &str) -> Vec<Section> {
                 heading_path: path.iter().map(|(_, t)| t.clone()).collect(),
             });
         }
-        while path
-            .last()
-            .is_some_and(|(level, _)| *level >= heading.level)
-        {
+        while path.last().is_some_and(|(l, _)| *l >= level) {
             path.pop();
         }
-        if !heading.text.is_empty() {
-            path.push((heading.level, heading.text));
+        if !text.is_empty() {
+            path.push((level, text));
         }
         start = offset;
     }
-    if text.len() > start {
+    if len > start {
         out.push(Section {
             start,
-            end: text.len(),
+            end: len,
             heading_path: path.into_iter().map(|(_, t)| t).collect(),
         });
     }

@@ -1,25 +1,121 @@
-//! Reading files into [`ParsedDocument`]s: one page per PDF page, one page for
-//! a whole text or Markdown file.
+//! Reading files into [`ParsedDocument`]s: one page per PDF page, slide,
+//! sheet or chapter; one page for a whole text, Markdown, Word, web page,
+//! CSV or source file.
 
 use std::any::Any;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
 use crate::discover::unsupported_reason;
-use crate::{detect_format, markdown, pdf, Format, IngestError};
+use crate::{detect_format, epub, html, markdown, office, pdf, sheet, Format, IngestError};
+
+/// What a page stands for in its document: the anchor a citation points at.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum PageAnchor {
+    /// The whole document (text, Markdown, Word, web page, CSV, source code).
+    #[default]
+    Document,
+    /// A PDF page, numbered from 1.
+    Page {
+        /// The 1-based page number.
+        number: u32,
+    },
+    /// A presentation slide, numbered from 1.
+    Slide {
+        /// The 1-based slide number.
+        number: u32,
+        /// The slide's title, when it has one.
+        title: Option<String>,
+    },
+    /// A spreadsheet sheet.
+    Sheet {
+        /// The sheet's name as shown on its tab.
+        name: String,
+    },
+    /// An e-book chapter (a document of the EPUB spine), numbered from 1.
+    Chapter {
+        /// The 1-based position among the book's chapters that hold text.
+        number: u32,
+        /// The chapter's title from the table of contents or its first heading.
+        title: Option<String>,
+    },
+}
+
+/// A heading inside a page's text, for formats whose headings are known
+/// from their structure (Word, web pages, e-books, speaker notes).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HeadingMark {
+    /// Byte offset in [`Page::text`] where the heading's line starts.
+    pub offset: usize,
+    /// Heading level, 1 (outermost) to 6.
+    pub level: u8,
+    /// The heading's text.
+    pub text: String,
+}
+
+/// One row of a table page: where its line lies in [`Page::text`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TableRow {
+    /// The row's number in its sheet or file, counting from 1 as a
+    /// spreadsheet program shows it.
+    pub row: u32,
+    /// Byte offset where the row's line starts.
+    pub start: usize,
+    /// Byte offset where the row's line ends, before its line break.
+    pub end: usize,
+}
+
+/// The row structure of a page that is a table (a sheet or a CSV file):
+/// every line of the page text is one row.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TableLayout {
+    /// The header row, repeated at the start of every chunk that begins
+    /// after it.
+    pub header: Option<TableRow>,
+    /// Every row, the header included, in order.
+    pub rows: Vec<TableRow>,
+}
 
 /// One page of a document.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Page {
-    /// The 1-based page number for PDFs; `None` for text and Markdown, whose
-    /// whole content is a single page.
+    /// The 1-based page number for PDFs and the slide number for
+    /// presentations; `None` for the other formats, whose pages are a whole
+    /// document, a sheet or a chapter (see [`Page::anchor`]).
     pub number: Option<u32>,
     /// The page's text; empty for a PDF page without a text layer or that
     /// could not be read (see [`ParsedDocument::warnings`]).
     pub text: String,
+    /// What the page stands for: the document, a PDF page, a slide, a sheet
+    /// or a chapter.
+    #[serde(default)]
+    pub anchor: PageAnchor,
+    /// Whether the text was recognised by OCR from a scanned page rather
+    /// than read from a text layer.
+    #[serde(default)]
+    pub ocr: bool,
+    /// Headings known from the document's structure, in order. Markdown
+    /// headings are found when chunking and are not listed here.
+    #[serde(default)]
+    pub headings: Vec<HeadingMark>,
+    /// The row structure, for a page that is a table.
+    #[serde(default)]
+    pub table: Option<TableLayout>,
+}
+
+impl Page {
+    /// A page with the given number and text and nothing else known.
+    pub fn new(number: Option<u32>, text: String) -> Self {
+        Page {
+            number,
+            text,
+            ..Page::default()
+        }
+    }
 }
 
 /// A file read and split into pages, ready for chunking.
@@ -29,8 +125,9 @@ pub struct ParsedDocument {
     pub path: PathBuf,
     /// The format the file was parsed as.
     pub format: Format,
-    /// The first `# ` heading of a Markdown file, the title in a PDF's
-    /// metadata, or else the file name without its extension.
+    /// The first `# ` heading of a Markdown file, the title in a PDF's,
+    /// Office file's or e-book's metadata, a web page's first `<h1>` or
+    /// `<title>`, or else the file name without its extension.
     pub title: Option<String>,
     /// BLAKE3 hash of the file's bytes, in lowercase hex.
     pub content_hash: String,
@@ -39,7 +136,7 @@ pub struct ParsedDocument {
     /// The pages, in order.
     pub pages: Vec<Page>,
     /// Problems that did not stop parsing, such as pages without a text
-    /// layer or bytes that were not valid UTF-8.
+    /// layer, pages read by OCR, or bytes that were not valid UTF-8.
     pub warnings: Vec<String>,
 }
 
@@ -50,15 +147,71 @@ impl ParsedDocument {
     }
 }
 
+/// Whether scanned PDF pages are read with OCR.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OcrMode {
+    /// OCR scanned pages when the `tesseract` and `pdftoppm` programs are
+    /// installed; otherwise report them as needing OCR.
+    #[default]
+    Auto,
+    /// Never OCR; report scanned pages as needing OCR.
+    Off,
+}
+
+/// How [`parse_file_with`] reads files.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ParseOptions {
+    /// Whether scanned PDF pages are OCRed.
+    pub ocr: OcrMode,
+    /// Tesseract languages joined by `+` (for example `"eng+deu"`). `None`
+    /// uses English and German where installed, else the first installed
+    /// language.
+    pub ocr_languages: Option<String>,
+    /// The longest one page may take to render and recognise; a page that
+    /// takes longer is reported as needing OCR.
+    pub ocr_page_timeout: Duration,
+}
+
+impl Default for ParseOptions {
+    fn default() -> Self {
+        ParseOptions {
+            ocr: OcrMode::Auto,
+            ocr_languages: None,
+            ocr_page_timeout: Duration::from_secs(120),
+        }
+    }
+}
+
+/// What a format parser hands back.
+#[derive(Debug, Default)]
+pub(crate) struct Extracted {
+    pub pages: Vec<Page>,
+    pub title: Option<String>,
+    pub warnings: Vec<String>,
+}
+
+/// Reads and parses the file at `path` with the default [`ParseOptions`].
+///
+/// See [`parse_file_with`].
+pub fn parse_file(path: &Path) -> Result<ParsedDocument, IngestError> {
+    parse_file_with(path, &ParseOptions::default())
+}
+
 /// Reads and parses the file at `path`, choosing the parser by extension.
 ///
-/// PDF pages without text keep their place (with empty text) so page numbers
-/// stay right, and a warning names them: "pages 3, 4 have no text layer
-/// (needs OCR)" for scans, "page 7 is blank" for pages that paint nothing. Text and Markdown files that are not
-/// valid UTF-8 are decoded with invalid bytes replaced by U+FFFD, with a
-/// warning. A parser that panics is contained: the panic becomes
-/// [`IngestError::Panicked`] for this file alone.
-pub fn parse_file(path: &Path) -> Result<ParsedDocument, IngestError> {
+/// PDF pages without text keep their place so page numbers stay right.
+/// Scanned pages are read by OCR when Tesseract is installed and
+/// `options.ocr` allows it; their pages are marked [`Page::ocr`] and a
+/// warning says so. Otherwise they keep empty text and a warning names
+/// them: "pages 3, 4 have no text layer (needs OCR)"; "page 7 is blank" for
+/// pages that paint nothing. Text and Markdown files that are not valid
+/// UTF-8 are decoded with invalid bytes replaced by U+FFFD, with a warning.
+///
+/// A file that cannot be parsed is an [`IngestError::Parse`] naming it; a
+/// parser that panics is contained and becomes [`IngestError::Panicked`]
+/// for this file alone.
+pub fn parse_file_with(path: &Path, options: &ParseOptions) -> Result<ParsedDocument, IngestError> {
     let format = detect_format(path).ok_or_else(|| IngestError::Unsupported {
         path: path.to_path_buf(),
         reason: unsupported_reason(path),
@@ -68,44 +221,38 @@ pub fn parse_file(path: &Path) -> Result<ParsedDocument, IngestError> {
     let content_hash = blake3::hash(&bytes).to_hex().to_string();
     let byte_len = bytes.len() as u64;
 
-    let mut warnings = Vec::new();
-    let (pages, title) = match format {
-        Format::Text | Format::Markdown => {
+    let extracted = match format {
+        Format::Text | Format::Markdown | Format::Code => {
+            let mut warnings = Vec::new();
             let text = decode_text(bytes, &mut warnings);
             let title = match format {
                 Format::Markdown => markdown::title(&text),
                 _ => None,
             };
-            (vec![Page { number: None, text }], title)
+            Extracted {
+                pages: vec![Page::new(None, text)],
+                title,
+                warnings,
+            }
         }
-        Format::Pdf => {
-            let extracted = catch_unwind(AssertUnwindSafe(|| pdf::extract(&bytes)))
-                .map_err(|payload| {
-                    let message = panic_message(payload.as_ref());
-                    tracing::error!(path = %path.display(), %message, "PDF parser panicked");
-                    IngestError::Panicked {
-                        path: path.to_path_buf(),
-                        message,
-                    }
-                })?
-                .map_err(|message| IngestError::Parse {
-                    path: path.to_path_buf(),
-                    format,
-                    message,
-                })?;
-            warnings.extend(extracted.warnings);
-            let pages: Vec<Page> = extracted
-                .pages
-                .into_iter()
-                .enumerate()
-                .map(|(i, text)| Page {
-                    number: Some(u32::try_from(i + 1).unwrap_or(u32::MAX)),
-                    text,
-                })
-                .collect();
-            (pages, extracted.title)
+        Format::Pdf => contained(path, format, || pdf::parse(path, &bytes, options))?,
+        Format::Docx => contained(path, format, || office::parse_docx(&bytes))?,
+        Format::Pptx => contained(path, format, || office::parse_pptx(&bytes))?,
+        Format::Spreadsheet => contained(path, format, || sheet::parse_workbook(&bytes))?,
+        Format::Csv => {
+            let tabs = path
+                .extension()
+                .is_some_and(|e| e.eq_ignore_ascii_case("tsv"));
+            contained(path, format, || sheet::parse_csv(&bytes, tabs))?
         }
+        Format::Html => contained(path, format, || html::parse(&bytes))?,
+        Format::Epub => contained(path, format, || epub::parse(&bytes))?,
     };
+    let Extracted {
+        pages,
+        title,
+        warnings,
+    } = extracted;
     let title = title.or_else(|| {
         path.file_stem()
             .map(|s| s.to_string_lossy().into_owned())
@@ -132,9 +279,33 @@ pub fn parse_file(path: &Path) -> Result<ParsedDocument, IngestError> {
     })
 }
 
+/// Runs a format parser under `catch_unwind`: its error becomes
+/// [`IngestError::Parse`] and its panic [`IngestError::Panicked`], both
+/// naming the file.
+fn contained(
+    path: &Path,
+    format: Format,
+    parse: impl FnOnce() -> Result<Extracted, String>,
+) -> Result<Extracted, IngestError> {
+    catch_unwind(AssertUnwindSafe(parse))
+        .map_err(|payload| {
+            let message = panic_message(payload.as_ref());
+            tracing::error!(path = %path.display(), %format, %message, "parser panicked");
+            IngestError::Panicked {
+                path: path.to_path_buf(),
+                message,
+            }
+        })?
+        .map_err(|message| IngestError::Parse {
+            path: path.to_path_buf(),
+            format,
+            message,
+        })
+}
+
 /// Decodes a text file: UTF-16 when it starts with a UTF-16 byte-order mark,
 /// else UTF-8 with invalid bytes replaced. A leading byte-order mark is dropped.
-fn decode_text(bytes: Vec<u8>, warnings: &mut Vec<String>) -> String {
+pub(crate) fn decode_text(bytes: Vec<u8>, warnings: &mut Vec<String>) -> String {
     let utf16 = match bytes.get(..2) {
         Some([0xFF, 0xFE]) => Some(u16::from_le_bytes as fn([u8; 2]) -> u16),
         Some([0xFE, 0xFF]) => Some(u16::from_be_bytes as fn([u8; 2]) -> u16),
@@ -183,6 +354,92 @@ pub(crate) fn panic_message(payload: &(dyn Any + Send)) -> String {
     }
 }
 
+/// Builds a page's text block by block, recording headings, for the
+/// structured formats (Word, slides, web pages, e-books).
+#[derive(Debug, Default)]
+pub(crate) struct TextBuilder {
+    pub text: String,
+    pub headings: Vec<HeadingMark>,
+}
+
+impl TextBuilder {
+    /// Starts a new paragraph-level block: a blank line after what came before.
+    fn open_block(&mut self) {
+        let trimmed = self.text.trim_end_matches([' ', '\t']).len();
+        self.text.truncate(trimmed);
+        if self.text.is_empty() {
+            return;
+        }
+        while !self.text.ends_with("\n\n") {
+            self.text.push('\n');
+        }
+    }
+
+    /// Starts a new line within the current block.
+    pub fn open_line(&mut self) {
+        let trimmed = self.text.trim_end_matches([' ', '\t']).len();
+        self.text.truncate(trimmed);
+        if !self.text.is_empty() && !self.text.ends_with('\n') {
+            self.text.push('\n');
+        }
+    }
+
+    /// Adds a heading as its own block, recorded at its offset. Blank
+    /// headings are left out.
+    pub fn heading(&mut self, level: u8, text: &str) {
+        let text = collapse_whitespace(text);
+        if text.is_empty() {
+            return;
+        }
+        self.open_block();
+        self.headings.push(HeadingMark {
+            offset: self.text.len(),
+            level: level.clamp(1, 6),
+            text: text.clone(),
+        });
+        self.text.push_str(&text);
+        self.open_block();
+    }
+
+    /// Adds a paragraph as its own block; lines within it are kept.
+    pub fn paragraph(&mut self, text: &str) {
+        let text = text.trim();
+        if text.is_empty() {
+            return;
+        }
+        self.open_block();
+        self.text.push_str(text);
+    }
+
+    /// Adds one line (a list item or a table row) to the current block.
+    pub fn line(&mut self, text: &str) {
+        let text = text.trim();
+        if text.is_empty() {
+            return;
+        }
+        self.open_line();
+        self.text.push_str(text);
+    }
+
+    /// Ends the current block, so that the next line starts a new one.
+    pub fn end_block(&mut self) {
+        self.open_block();
+    }
+
+    /// The finished text, without trailing whitespace.
+    pub fn finish(mut self) -> (String, Vec<HeadingMark>) {
+        let trimmed = self.text.trim_end().len();
+        self.text.truncate(trimmed);
+        self.headings.retain(|h| h.offset < self.text.len());
+        (self.text, self.headings)
+    }
+}
+
+/// Runs of whitespace become one space; the ends are trimmed.
+pub(crate) fn collapse_whitespace(text: &str) -> String {
+    text.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -223,5 +480,27 @@ mod tests {
         assert_eq!(panic_message(p.as_ref()), "boom 7");
         let p = catch_unwind(|| panic!("static")).unwrap_err();
         assert_eq!(panic_message(p.as_ref()), "static");
+    }
+
+    #[test]
+    fn text_builder_blocks_lines_and_headings() {
+        let mut b = TextBuilder::default();
+        b.heading(1, "  Title \n here ");
+        b.paragraph("First paragraph.");
+        b.line("a | b");
+        b.line("c | d");
+        b.end_block();
+        b.heading(2, "Sub");
+        b.heading(3, "   ");
+        b.paragraph("Body.");
+        let (text, headings) = b.finish();
+        assert_eq!(
+            text,
+            "Title here\n\nFirst paragraph.\na | b\nc | d\n\nSub\n\nBody."
+        );
+        assert_eq!(headings.len(), 2);
+        assert_eq!(&text[headings[0].offset..][..10], "Title here");
+        assert_eq!(&text[headings[1].offset..][..3], "Sub");
+        assert_eq!(headings[1].level, 2);
     }
 }

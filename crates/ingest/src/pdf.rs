@@ -6,13 +6,21 @@
 //! rejects, and it does not panic on fonts that make `pdf-extract` panic.
 //! Each page is still extracted under `catch_unwind`, so one bad page costs
 //! only that page.
+//!
+//! When `pdf_oxide` cannot open a file at all, or panics on it, the text is
+//! taken with `pdf-extract` instead (its own parser, `lopdf`), also under
+//! `catch_unwind`. Pages that have no text layer but paint an image are
+//! scans: they are read with OCR (see [`crate::ocr`]) when Tesseract is
+//! installed, and reported as needing OCR otherwise.
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::path::Path;
 
 use pdf_oxide::object::Object;
 use pdf_oxide::PdfDocument;
 
-use crate::parse::panic_message;
+use crate::ocr::Ocr;
+use crate::parse::{panic_message, Extracted, OcrMode, Page, PageAnchor, ParseOptions};
 
 /// At most this many unreadable pages are named one by one in warnings.
 const MAX_PAGE_WARNINGS: usize = 10;
@@ -24,9 +32,153 @@ pub(crate) struct PdfText {
     pub pages: Vec<String>,
     /// The `/Title` of the document information dictionary, if set.
     pub title: Option<String>,
-    /// Pages that could not be read, scanned pages without a text layer, and
-    /// blank pages.
+    /// Pages that could not be read, and blank pages.
     pub warnings: Vec<String>,
+    /// 1-based numbers of the pages that have no text but paint images: scans.
+    pub textless: Vec<usize>,
+}
+
+/// Reads a PDF into pages numbered from 1: the text layer of each page,
+/// with OCR for scanned pages where available, and the fallback extractor
+/// when the primary one cannot read the file.
+pub(crate) fn parse(
+    path: &Path,
+    bytes: &[u8],
+    options: &ParseOptions,
+) -> Result<Extracted, String> {
+    let mut notes = Vec::new();
+    let extracted = match catch_unwind(AssertUnwindSafe(|| extract(bytes))) {
+        Ok(Ok(text)) => text,
+        Ok(Err(e)) if e.contains("encrypted") => return Err(e),
+        Ok(Err(e)) => {
+            let text = fallback(bytes)
+                .map_err(|f| format!("{e}; the fallback extractor failed too: {f}"))?;
+            notes.push(format!(
+                "the primary PDF parser could not read the file ({e}); its text comes from the fallback extractor"
+            ));
+            text
+        }
+        Err(payload) => {
+            let message = panic_message(payload.as_ref());
+            tracing::warn!(%message, "PDF parser panicked; trying the fallback extractor");
+            let text = fallback(bytes).map_err(|f| {
+                format!("the parser crashed ({message}) and the fallback extractor failed: {f}")
+            })?;
+            notes.push(format!(
+                "the primary PDF parser crashed on the file ({message}); its text comes from the fallback extractor"
+            ));
+            text
+        }
+    };
+    let PdfText {
+        pages: texts,
+        title,
+        mut warnings,
+        textless,
+    } = extracted;
+    warnings.splice(0..0, notes);
+    let mut pages: Vec<Page> = texts
+        .into_iter()
+        .enumerate()
+        .map(|(i, text)| {
+            let number = u32::try_from(i + 1).unwrap_or(u32::MAX);
+            Page {
+                number: Some(number),
+                text,
+                anchor: PageAnchor::Page { number },
+                ..Page::default()
+            }
+        })
+        .collect();
+
+    let ocr = match options.ocr {
+        OcrMode::Auto if !textless.is_empty() => {
+            Ocr::find(options.ocr_languages.as_deref(), options.ocr_page_timeout)
+        }
+        _ => None,
+    };
+    let mut recognised = Vec::new();
+    let mut unread = Vec::new();
+    match &ocr {
+        None => unread = textless,
+        Some(ocr) => {
+            for number in textless {
+                match ocr.page_text(path, number) {
+                    Ok(text) if !text.trim().is_empty() => {
+                        let page = &mut pages[number - 1];
+                        page.text = text;
+                        page.ocr = true;
+                        recognised.push(number);
+                    }
+                    Ok(_) => unread.push(number),
+                    Err(e) => {
+                        tracing::warn!(page = number, error = %e, "OCR failed");
+                        warnings.push(format!("page {number}: OCR failed: {e}"));
+                        unread.push(number);
+                    }
+                }
+            }
+        }
+    }
+    if let (Some(ocr), Some(list)) = (&ocr, page_list(&recognised)) {
+        let (noun, verb) = if recognised.len() == 1 {
+            ("page", "has")
+        } else {
+            ("pages", "have")
+        };
+        warnings.push(format!(
+            "{noun} {list} {verb} no text layer; text recognised by OCR (tesseract, {})",
+            ocr.languages()
+        ));
+    }
+    if let Some(w) = no_text_warning(&unread) {
+        warnings.push(w);
+    }
+    Ok(Extracted {
+        pages,
+        title,
+        warnings,
+    })
+}
+
+/// `"3"` or `"3, 4"`; `None` for no pages.
+fn page_list(pages: &[usize]) -> Option<String> {
+    (!pages.is_empty()).then(|| {
+        pages
+            .iter()
+            .map(|n| n.to_string())
+            .collect::<Vec<_>>()
+            .join(", ")
+    })
+}
+
+/// Extracts page texts with `pdf-extract`, isolated under `catch_unwind`
+/// (it panics on some fonts). Pages without text count as scans.
+pub(crate) fn fallback(bytes: &[u8]) -> Result<PdfText, String> {
+    let pages = catch_unwind(AssertUnwindSafe(|| {
+        pdf_extract::extract_text_from_mem_by_pages(bytes)
+    }))
+    .map_err(|payload| format!("it crashed: {}", panic_message(payload.as_ref())))?
+    .map_err(|e| e.to_string())?;
+    if pages.is_empty() {
+        return Err("no pages found".to_string());
+    }
+    let pages: Vec<String> = pages.into_iter().map(clean).collect();
+    if pages.iter().all(|p| p.trim().is_empty()) {
+        return Err("no page has text".to_string());
+    }
+    let textless = pages
+        .iter()
+        .enumerate()
+        .filter(|(_, p)| p.trim().is_empty())
+        .map(|(i, _)| i + 1)
+        .collect();
+    Ok(PdfText {
+        pages,
+        title: None,
+        warnings: Vec::new(),
+        textless,
+    })
 }
 
 /// Extracts the text of every page of the PDF in `bytes`.
@@ -97,9 +249,6 @@ pub(crate) fn extract(bytes: &[u8]) -> Result<PdfText, String> {
             failed.len() - MAX_PAGE_WARNINGS
         ));
     }
-    if let Some(w) = no_text_warning(&textless) {
-        warnings.push(w);
-    }
     if let Some(w) = blank_warning(&blank) {
         warnings.push(w);
     }
@@ -107,6 +256,7 @@ pub(crate) fn extract(bytes: &[u8]) -> Result<PdfText, String> {
         pages,
         title: title(&doc),
         warnings,
+        textless,
     })
 }
 

@@ -5,18 +5,54 @@ mod common;
 
 use std::path::Path;
 
-use common::doc;
-use lectern_ingest::{parse_file, Format, IngestError, ParsedDocument};
+use common::{check_invariants, chunker, doc};
+use lectern_ingest::{
+    parse_file, parse_file_with, ChunkConfig, Format, IngestError, Location, OcrMode, PageAnchor,
+    ParseOptions, ParsedDocument,
+};
+
+fn no_ocr() -> ParseOptions {
+    ParseOptions {
+        ocr: OcrMode::Off,
+        ..ParseOptions::default()
+    }
+}
+
+/// Whether the OCR programs are installed; tests that need them are
+/// skipped (with a message) when they are not.
+fn ocr_available() -> bool {
+    let runs = |cmd: &str, arg: &str| {
+        std::process::Command::new(cmd)
+            .arg(arg)
+            .output()
+            .is_ok_and(|o| o.status.success())
+    };
+    let ok = runs("tesseract", "--version") && runs("pdftoppm", "-v");
+    if !ok {
+        eprintln!("tesseract or pdftoppm is not installed: skipping the OCR test");
+    }
+    ok
+}
 
 fn parse_pdf(name: &str) -> ParsedDocument {
+    parse_pdf_with(name, &no_ocr())
+}
+
+fn parse_pdf_with(name: &str, options: &ParseOptions) -> ParsedDocument {
     let path = doc(&format!("pdf/{name}"));
-    let parsed = parse_file(&path).unwrap_or_else(|e| panic!("{e}"));
+    let parsed = parse_file_with(&path, options).unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(parsed.format, Format::Pdf);
     for (i, page) in parsed.pages.iter().enumerate() {
         assert_eq!(
             page.number,
             Some(i as u32 + 1),
             "{name}: pages numbered from 1"
+        );
+        assert_eq!(
+            page.anchor,
+            PageAnchor::Page {
+                number: i as u32 + 1
+            }
         );
     }
     parsed
@@ -141,6 +177,92 @@ fn scanned_pages_warn_that_they_need_ocr() {
     assert_eq!(
         parsed.warnings,
         vec!["pages 1, 2, 3, 5, 6 have no text layer (needs OCR)".to_string()]
+    );
+}
+
+fn words(text: &str) -> Vec<String> {
+    text.split(|c: char| !c.is_alphanumeric())
+        .filter(|w| w.chars().count() > 1)
+        .map(str::to_lowercase)
+        .collect()
+}
+
+/// Share of the ground truth's words found in `text`, counting repeats
+/// (a word seen twice in the truth must be recognised twice).
+fn word_recall(truth: &str, text: &str) -> f64 {
+    let mut have: std::collections::HashMap<String, usize> = std::collections::HashMap::new();
+    for w in words(text) {
+        *have.entry(w).or_default() += 1;
+    }
+    let truth = words(truth);
+    let mut found = 0;
+    for w in &truth {
+        if let Some(n) = have.get_mut(w).filter(|n| **n > 0) {
+            *n -= 1;
+            found += 1;
+        }
+    }
+    found as f64 / truth.len() as f64
+}
+
+#[test]
+fn scanned_brochure_is_read_by_ocr_close_to_its_ground_truth() {
+    if !ocr_available() {
+        return;
+    }
+    let parsed = parse_pdf_with("scanned-linn-brochure-2col.pdf", &ParseOptions::default());
+    assert_eq!(parsed.pages.len(), 1);
+    let page = &parsed.pages[0];
+    assert!(page.ocr, "the page is marked as OCR text");
+    assert!(
+        parsed
+            .warnings
+            .iter()
+            .any(|w| w.contains("recognised by OCR")),
+        "{:?}",
+        parsed.warnings
+    );
+    let truth =
+        std::fs::read_to_string(doc("pdf/scanned-linn-brochure-2col.groundtruth.txt")).unwrap();
+    let recall = word_recall(&truth, &page.text);
+    eprintln!("OCR word recall against the ground truth: {recall:.3}");
+    assert!(
+        recall >= 0.7,
+        "word recall {recall:.3}; OCR text:\n{}",
+        page.text
+    );
+
+    let chunker = chunker(ChunkConfig::default());
+    let chunks = chunker.chunk(&parsed);
+    check_invariants(&parsed, &chunks, &chunker);
+    assert!(chunks
+        .iter()
+        .all(|c| c.ocr && c.location == Location::Page { number: 1 }));
+    assert_eq!(chunks[0].location_label(), "p. 1 (OCR)");
+}
+
+#[test]
+fn mixed_scan_ocrs_only_the_pages_without_text() {
+    if !ocr_available() {
+        return;
+    }
+    let parsed = parse_pdf_with("scanned-multipage-mixed.pdf", &ParseOptions::default());
+    let ocr: Vec<bool> = parsed.pages.iter().map(|p| p.ocr).collect();
+    assert_eq!(ocr, [true, true, true, false, true, true]);
+    assert!(parsed.pages[3].text.contains("Oppose"));
+    for page in &parsed.pages {
+        assert!(
+            !page.text.trim().is_empty(),
+            "page {:?} is empty",
+            page.number
+        );
+    }
+    assert_eq!(parsed.warnings.len(), 1, "{:?}", parsed.warnings);
+    assert!(
+        parsed.warnings[0]
+            .starts_with("pages 1, 2, 3, 5, 6 have no text layer; text recognised by OCR"),
+        "{:?}",
+        parsed.warnings
     );
 }
 
@@ -298,13 +420,13 @@ fn missing_and_unsupported_files_are_errors_naming_the_file() {
         Err(e @ IngestError::Io { .. }) => assert!(e.to_string().contains("gone.pdf"), "{e}"),
         other => panic!("expected an I/O error, got {other:?}"),
     }
-    let sheet = dir.path().join("table.xlsx");
-    std::fs::write(&sheet, b"PK").unwrap();
-    match parse_file(&sheet) {
+    let image = dir.path().join("photo.jpg");
+    std::fs::write(&image, b"\xff\xd8").unwrap();
+    match parse_file(&image) {
         Err(e @ IngestError::Unsupported { .. }) => {
             let message = e.to_string();
             assert!(
-                message.contains("table.xlsx") && message.contains(".xlsx"),
+                message.contains("photo.jpg") && message.contains(".jpg"),
                 "{message}"
             );
         }

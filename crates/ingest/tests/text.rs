@@ -136,12 +136,14 @@ fn discover_keeps_supported_files_and_skips_the_rest() {
     let c = write("docs/sub/deeper/c.pdf");
     let log = write("docs/sub/server.log");
     let docx = write("docs/report.docx");
+    let jpg = write("docs/photo.jpg");
     let noext = write("docs/Makefile");
     write("docs/.hidden.md");
     write("docs/.git/HEAD.md");
     write("docs/sub/.cache/x.txt");
     let loose_pdf = write("elsewhere/paper.Pdf");
     let loose_xlsx = write("elsewhere/sheet.xlsx");
+    let code = write("docs/src/main.rs");
     let hidden_direct = write("elsewhere/.notes.md");
     let missing = root.join("elsewhere/missing.md");
 
@@ -154,16 +156,26 @@ fn discover_keeps_supported_files_and_skips_the_rest() {
         hidden_direct.clone(), // hidden, but picked by name: kept
     ]);
 
-    let mut expected = vec![a, b, c, log, loose_pdf, hidden_direct];
+    let mut expected = vec![
+        a,
+        b,
+        c,
+        log,
+        docx,
+        code,
+        loose_pdf,
+        loose_xlsx,
+        hidden_direct,
+    ];
     expected.sort();
     assert_eq!(found.files, expected);
 
     let skipped: Vec<&PathBuf> = found.skipped.iter().map(|(p, _)| p).collect();
-    let mut expected_skipped = vec![&docx, &noext, &loose_xlsx, &missing];
+    let mut expected_skipped = vec![&jpg, &noext, &missing];
     expected_skipped.sort();
     assert_eq!(skipped, expected_skipped);
     let reason = |p: &PathBuf| &found.skipped.iter().find(|(q, _)| q == p).unwrap().1;
-    assert!(reason(&docx).contains(".docx"), "{}", reason(&docx));
+    assert!(reason(&jpg).contains(".jpg"), "{}", reason(&jpg));
     assert!(
         reason(&noext).contains("no file extension"),
         "{}",

@@ -43,6 +43,14 @@ pub enum ModelError {
         /// The most prompt tokens that would fit.
         fits: usize,
     },
+    /// A token would sit at a position past what the model supports.
+    #[error("token position {last} is out of range: the model supports positions below {limit}")]
+    PositionOutOfRange {
+        /// The last position asked for.
+        last: usize,
+        /// Positions the model supports.
+        limit: usize,
+    },
 }
 
 impl From<candle_core::Error> for ModelError {

@@ -9,7 +9,10 @@
 //!   folder (config.json + safetensors + tokenizer.json) or from a single
 //!   GGUF file, with the chat template from the model's own
 //!   `tokenizer_config.json` rendered by minijinja, and token streaming with
-//!   incremental detokenisation.
+//!   incremental detokenisation. The network itself is [`Qwen3`], written
+//!   here with candle ops: one definition for dense and quantized weights,
+//!   f32 rotary angles with YaRN when configured, a key/value cache
+//!   allocated once for the granted context, and prefix reuse across turns.
 //!
 //! Device choice is made by `lectern-gpu`; [`candle_device`] maps its answer
 //! to a candle device, and [`capabilities`] tells it which backends this
@@ -20,6 +23,7 @@ mod device;
 mod embed;
 mod error;
 mod llm;
+mod qwen3;
 mod stream;
 
 pub use chat::{ChatMessage, ChatTemplate, Role};
@@ -27,4 +31,5 @@ pub use device::{candle_device, capabilities};
 pub use embed::{Embedder, EmbedderConfig, Pooling};
 pub use error::ModelError;
 pub use llm::{GenerationParams, GenerationStats, Llm, LlmFormat, StopReason};
+pub use qwen3::{Logits, Qwen3, Qwen3Config, Qwen3Options, Yarn};
 pub use stream::TokenStream;

@@ -1,4 +1,3 @@
-use std::collections::HashMap;
 use std::fs::File;
 use std::io::BufReader;
 use std::path::{Path, PathBuf};
@@ -6,13 +5,12 @@ use std::time::Instant;
 
 use candle_core::quantized::gguf_file;
 use candle_core::quantized::tokenizer::TokenizerFromGguf;
-use candle_core::{DType, Device, Tensor};
-use candle_nn::{Activation, VarBuilder};
+use candle_core::{DType, Device};
 use candle_transformers::generation::{LogitsProcessor, Sampling};
-use candle_transformers::models::{quantized_qwen3, qwen3};
 use serde::{Deserialize, Serialize};
 use tokenizers::Tokenizer;
 
+use crate::qwen3::{Logits, Qwen3, Qwen3Options};
 use crate::{error::tok_err, ChatMessage, ChatTemplate, ModelError, TokenStream};
 
 /// Where the weights came from.
@@ -83,6 +81,10 @@ pub struct GenerationStats {
     pub text: String,
     /// Tokens in the prompt.
     pub prompt_tokens: usize,
+    /// Leading prompt tokens whose keys and values were still cached from
+    /// the previous generation, so they were not computed again.
+    #[serde(default)]
+    pub reused_prompt_tokens: usize,
     /// Tokens generated.
     pub generated_tokens: usize,
     /// Time to process the prompt (to the first token).
@@ -93,92 +95,18 @@ pub struct GenerationStats {
     pub stop_reason: StopReason,
 }
 
-/// `config.json` of a Qwen3 checkpoint; fields that older or smaller
-/// checkpoints leave out get the values transformers would use.
-#[derive(Debug, Clone, Deserialize)]
-struct Qwen3Json {
-    vocab_size: usize,
-    hidden_size: usize,
-    intermediate_size: usize,
-    num_hidden_layers: usize,
-    num_attention_heads: usize,
-    #[serde(default)]
-    head_dim: Option<usize>,
-    #[serde(default)]
-    attention_bias: bool,
-    num_key_value_heads: usize,
-    max_position_embeddings: usize,
-    #[serde(default)]
-    tie_word_embeddings: bool,
-    #[serde(default = "default_rope_theta")]
-    rope_theta: f64,
-    #[serde(default = "default_eps")]
-    rms_norm_eps: f64,
-    #[serde(default)]
-    torch_dtype: Option<String>,
-}
-
-fn default_rope_theta() -> f64 {
-    1_000_000.0
-}
-fn default_eps() -> f64 {
-    1e-6
-}
-
-impl Qwen3Json {
-    fn to_candle(&self) -> qwen3::Config {
-        qwen3::Config {
-            vocab_size: self.vocab_size,
-            hidden_size: self.hidden_size,
-            intermediate_size: self.intermediate_size,
-            num_hidden_layers: self.num_hidden_layers,
-            num_attention_heads: self.num_attention_heads,
-            head_dim: self
-                .head_dim
-                .unwrap_or(self.hidden_size / self.num_attention_heads),
-            attention_bias: self.attention_bias,
-            num_key_value_heads: self.num_key_value_heads,
-            max_position_embeddings: self.max_position_embeddings,
-            sliding_window: None,
-            max_window_layers: self.num_hidden_layers,
-            tie_word_embeddings: self.tie_word_embeddings,
-            rope_theta: self.rope_theta,
-            rms_norm_eps: self.rms_norm_eps,
-            use_sliding_window: false,
-            hidden_act: Activation::Silu,
-        }
-    }
-}
-
-enum Weights {
-    Safetensors(qwen3::ModelForCausalLM),
-    Gguf(quantized_qwen3::ModelWeights),
-}
-
-impl Weights {
-    fn forward(&mut self, input: &Tensor, offset: usize) -> candle_core::Result<Tensor> {
-        match self {
-            Weights::Safetensors(m) => m.forward(input, offset),
-            Weights::Gguf(m) => m.forward(input, offset),
-        }
-    }
-
-    fn clear_kv_cache(&mut self) {
-        match self {
-            Weights::Safetensors(m) => m.clear_kv_cache(),
-            Weights::Gguf(m) => m.clear_kv_cache(),
-        }
-    }
-}
+/// Prompt tokens run through the model in one batch; longer prompts go in
+/// several, which bounds the attention scores' memory.
+const PREFILL_CHUNK: usize = 512;
 
 /// A loaded Qwen3 model with its tokenizer and chat template.
 pub struct Llm {
-    weights: Weights,
+    model: Qwen3,
+    /// The tokens whose keys and values the model's cache holds, in order.
+    cached: Vec<u32>,
     tokenizer: Tokenizer,
     template: ChatTemplate,
-    device: Device,
     eos_ids: Vec<u32>,
-    context_length: usize,
     format: LlmFormat,
     path: PathBuf,
 }
@@ -188,7 +116,7 @@ impl std::fmt::Debug for Llm {
         f.debug_struct("Llm")
             .field("path", &self.path)
             .field("format", &self.format)
-            .field("context_length", &self.context_length)
+            .field("context_length", &self.model.context())
             .finish()
     }
 }
@@ -214,44 +142,22 @@ fn load_tokenizer_file(path: &Path) -> Result<Tokenizer, ModelError> {
     Tokenizer::from_file(path).map_err(|e| invalid(path, e))
 }
 
-fn safetensor_files(dir: &Path) -> Result<Vec<PathBuf>, ModelError> {
-    let single = dir.join("model.safetensors");
-    if single.is_file() {
-        return Ok(vec![single]);
-    }
-    let index = dir.join("model.safetensors.index.json");
-    if index.is_file() {
-        let bytes = std::fs::read(&index).map_err(|e| invalid(&index, e))?;
-        let v: serde_json::Value =
-            serde_json::from_slice(&bytes).map_err(|e| invalid(&index, e))?;
-        let map = v
-            .get("weight_map")
-            .and_then(|m| m.as_object())
-            .ok_or_else(|| invalid(&index, "no weight_map"))?;
-        let mut files: Vec<PathBuf> = map
-            .values()
-            .filter_map(|f| f.as_str())
-            .map(|f| dir.join(f))
-            .collect();
-        files.sort();
-        files.dedup();
-        return Ok(files);
-    }
-    Err(ModelError::MissingFile {
-        path: single,
-        what: "model weights (model.safetensors or model.safetensors.index.json)",
-    })
-}
-
 impl Llm {
     /// Loads a Qwen3 model from a folder (config.json, safetensors,
     /// tokenizer.json) or a `.gguf` file. `max_context` caps the context
-    /// length the model may use (the model's own limit applies too).
+    /// length the model may use (the model's own limit applies too); the
+    /// key/value cache is allocated for that many tokens.
     pub fn load(path: &Path, device: &Device, max_context: usize) -> Result<Self, ModelError> {
+        Self::load_with(path, device, Qwen3Options::new(max_context))
+    }
+
+    /// [`Llm::load`] with every option: context budget, activation dtype
+    /// and key/value cache dtype.
+    pub fn load_with(path: &Path, device: &Device, opts: Qwen3Options) -> Result<Self, ModelError> {
         if path.is_dir() {
-            Self::load_dir(path, device, max_context)
+            Self::load_dir(path, device, opts)
         } else if path.is_file() {
-            Self::load_gguf(path, device, max_context)
+            Self::load_gguf(path, device, opts)
         } else {
             Err(ModelError::MissingFile {
                 path: path.to_path_buf(),
@@ -260,16 +166,7 @@ impl Llm {
         }
     }
 
-    fn load_dir(dir: &Path, device: &Device, max_context: usize) -> Result<Self, ModelError> {
-        let cfg_path = dir.join("config.json");
-        if !cfg_path.is_file() {
-            return Err(ModelError::MissingFile {
-                path: cfg_path,
-                what: "model config.json",
-            });
-        }
-        let bytes = std::fs::read(&cfg_path).map_err(|e| invalid(&cfg_path, e))?;
-        let cfg: Qwen3Json = serde_json::from_slice(&bytes).map_err(|e| invalid(&cfg_path, e))?;
+    fn load_dir(dir: &Path, device: &Device, opts: Qwen3Options) -> Result<Self, ModelError> {
         let tok_path = dir.join("tokenizer.json");
         if !tok_path.is_file() {
             return Err(ModelError::MissingFile {
@@ -278,34 +175,13 @@ impl Llm {
             });
         }
         let tokenizer = load_tokenizer_file(&tok_path)?;
-        let dtype = match (device.is_cpu(), cfg.torch_dtype.as_deref()) {
-            (true, _) => DType::F32,
-            (false, Some("float32")) => DType::F32,
-            (false, _) => DType::BF16,
-        };
-        let mut tensors = HashMap::new();
-        for file in safetensor_files(dir)? {
-            let part =
-                candle_core::safetensors::load(&file, device).map_err(|e| invalid(&file, e))?;
-            tensors.extend(part);
-        }
-        let vb = VarBuilder::from_tensors(tensors, dtype, device);
-        let model =
-            qwen3::ModelForCausalLM::new(&cfg.to_candle(), vb).map_err(|e| invalid(dir, e))?;
+        let model = Qwen3::load_safetensors(dir, device, opts)?;
         let template =
             read_template_from_config(dir).unwrap_or_else(|| CHATML_TEMPLATE.to_string());
-        Self::finish(
-            Weights::Safetensors(model),
-            tokenizer,
-            template,
-            device,
-            cfg.max_position_embeddings.min(max_context),
-            LlmFormat::Safetensors,
-            dir,
-        )
+        Self::finish(model, tokenizer, template, LlmFormat::Safetensors, dir)
     }
 
-    fn load_gguf(path: &Path, device: &Device, max_context: usize) -> Result<Self, ModelError> {
+    fn load_gguf(path: &Path, device: &Device, opts: Qwen3Options) -> Result<Self, ModelError> {
         let file = File::open(path).map_err(|e| invalid(path, e))?;
         let mut reader = BufReader::new(file);
         let content = gguf_file::Content::read(&mut reader).map_err(|e| invalid(path, e))?;
@@ -319,29 +195,14 @@ impl Llm {
             Some(gguf_file::Value::String(s)) => s.clone(),
             _ => CHATML_TEMPLATE.to_string(),
         };
-        let ctx = match content.metadata.get("qwen3.context_length") {
-            Some(v) => v.to_u64().map(|v| v as usize).unwrap_or(32_768),
-            None => 32_768,
-        };
-        let model = quantized_qwen3::ModelWeights::from_gguf(content, &mut reader, device)
-            .map_err(|e| invalid(path, e))?;
-        Self::finish(
-            Weights::Gguf(model),
-            tokenizer,
-            template,
-            device,
-            ctx.min(max_context),
-            LlmFormat::Gguf,
-            path,
-        )
+        let model = Qwen3::from_gguf_content(path, content, reader, device, opts)?;
+        Self::finish(model, tokenizer, template, LlmFormat::Gguf, path)
     }
 
     fn finish(
-        weights: Weights,
+        model: Qwen3,
         tokenizer: Tokenizer,
         template: String,
-        device: &Device,
-        context_length: usize,
         format: LlmFormat,
         path: &Path,
     ) -> Result<Self, ModelError> {
@@ -356,12 +217,11 @@ impl Llm {
             ));
         }
         Ok(Self {
-            weights,
+            model,
+            cached: Vec::new(),
             tokenizer,
             template: ChatTemplate::new(template, "", "<|im_end|>"),
-            device: device.clone(),
             eos_ids,
-            context_length,
             format,
             path: path.to_path_buf(),
         })
@@ -369,7 +229,13 @@ impl Llm {
 
     /// The context length this model was granted, in tokens.
     pub fn context_length(&self) -> usize {
-        self.context_length
+        self.model.context()
+    }
+
+    /// The Qwen3 model itself (for running tokens directly).
+    pub fn model_mut(&mut self) -> &mut Qwen3 {
+        self.cached.clear();
+        &mut self.model
     }
 
     /// Safetensors or GGUF.
@@ -402,6 +268,22 @@ impl Llm {
         Ok(self.tokenizer.encode(text, false).map_err(tok_err)?.len())
     }
 
+    /// Runs `tokens` after the cached ones, in chunks, and returns the last
+    /// position's logits as a flat f32 vector tensor.
+    fn feed(
+        model: &mut Qwen3,
+        cached: &mut Vec<u32>,
+        tokens: &[u32],
+    ) -> Result<candle_core::Tensor, ModelError> {
+        let mut last = None;
+        for chunk in tokens.chunks(PREFILL_CHUNK) {
+            last = Some(model.forward(chunk, Logits::Last)?);
+            cached.extend_from_slice(chunk);
+        }
+        let logits = last.ok_or_else(|| ModelError::Compute("no tokens to run".into()))?;
+        Ok(logits.flatten_all()?.to_dtype(DType::F32)?)
+    }
+
     /// Generates a continuation of `prompt` (already rendered with the chat
     /// template). Each new piece of text goes to `on_piece`; returning
     /// `false` from it stops generation after that token.
@@ -420,18 +302,17 @@ impl Llm {
         if prompt_ids.is_empty() {
             return Err(ModelError::Tokenizer("empty prompt".into()));
         }
-        let reserved = params.max_tokens.min(self.context_length / 2);
-        if prompt_ids.len() + reserved > self.context_length {
+        let context = self.model.context();
+        let reserved = params.max_tokens.min(context / 2);
+        if prompt_ids.len() + reserved > context {
             return Err(ModelError::ContextOverflow {
                 prompt_tokens: prompt_ids.len(),
-                context: self.context_length,
+                context,
                 reserved,
-                fits: self.context_length.saturating_sub(reserved),
+                fits: context.saturating_sub(reserved),
             });
         }
-        let max_new = params
-            .max_tokens
-            .min(self.context_length - prompt_ids.len());
+        let max_new = params.max_tokens.min(context - prompt_ids.len());
         let sampling = if params.temperature <= 0.0 {
             Sampling::ArgMax
         } else {
@@ -455,21 +336,38 @@ impl Llm {
             }
         };
         let mut sampler = LogitsProcessor::from_sampling(params.seed, sampling);
-        self.weights.clear_kv_cache();
+        // Keys and values of a shared prefix (system prompt, earlier turns)
+        // are still in the cache: keep them, run only what follows. At least
+        // one prompt token is run, for the logits of the first answer token.
+        let common = self
+            .cached
+            .iter()
+            .zip(&prompt_ids)
+            .take_while(|(a, b)| a == b)
+            .count();
+        let reused = common.min(prompt_ids.len() - 1);
+        if reused == 0 {
+            self.model.reset();
+        } else {
+            self.model.truncate(reused);
+        }
+        self.cached.truncate(reused);
+        tracing::debug!(
+            prompt_tokens = prompt_ids.len(),
+            reused,
+            "generation starts"
+        );
 
         let started = Instant::now();
         let mut stream = TokenStream::new(&self.tokenizer);
         let mut text = String::new();
         let mut all_ids = prompt_ids.clone();
-        let mut input = Tensor::new(prompt_ids.as_slice(), &self.device)?.unsqueeze(0)?;
-        let mut offset = 0usize;
+        let mut pending: Vec<u32> = prompt_ids[reused..].to_vec();
         let mut prefill_ms = 0.0;
         let mut generated = 0usize;
         let mut stop_reason = StopReason::MaxTokens;
         while generated < max_new {
-            let logits = self.weights.forward(&input, offset)?;
-            let logits = logits.flatten_all()?.to_dtype(DType::F32)?;
-            offset += input.dim(1)?;
+            let logits = Self::feed(&mut self.model, &mut self.cached, &pending)?;
             let logits = if params.repeat_penalty != 1.0 {
                 let start = all_ids.len().saturating_sub(params.repeat_last_n);
                 candle_transformers::utils::apply_repeat_penalty(
@@ -514,7 +412,7 @@ impl Llm {
                 stop_reason = StopReason::Cancelled;
                 break;
             }
-            input = Tensor::new(&[next], &self.device)?.unsqueeze(0)?;
+            pending = vec![next];
         }
         if stop_reason != StopReason::StopString {
             if let Some(rest) = stream.flush()? {
@@ -526,6 +424,7 @@ impl Llm {
         Ok(GenerationStats {
             text,
             prompt_tokens: prompt_ids.len(),
+            reused_prompt_tokens: reused,
             generated_tokens: generated,
             prefill_ms,
             decode_ms: total_ms - prefill_ms,

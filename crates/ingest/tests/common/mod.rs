@@ -75,16 +75,19 @@ pub fn check_invariants(doc: &ParsedDocument, chunks: &[Chunk], chunker: &Chunke
             chunk.ordinal as usize, n,
             "{name}: ordinals must count up from 0"
         );
-        let index = match (doc.format, chunk.page) {
-            (Format::Pdf, Some(number)) => {
+        let index = chunk.page_index as usize;
+        match (doc.format, chunk.page) {
+            (Format::Pdf | Format::Pptx, Some(number)) => {
                 assert!(number >= 1, "{name}: page numbers start at 1");
-                number as usize - 1
+                assert_eq!(number as usize, index + 1, "{name}: page number and index");
             }
-            (Format::Pdf, None) => panic!("{name}: PDF chunk without a page"),
-            (_, None) => 0,
+            (Format::Pdf | Format::Pptx, None) => panic!("{name}: PDF chunk without a page"),
+            (_, None) => {}
             (_, Some(p)) => panic!("{name}: text chunk with page {p}"),
-        };
+        }
+        assert_eq!(chunk.format, doc.format, "{name}: chunk format");
         let page = &doc.pages[index];
+        assert_eq!(chunk.ocr, page.ocr, "{name}: chunk OCR flag");
         assert_eq!(page.number, chunk.page);
         if index != page_index {
             if page_index != usize::MAX {
@@ -128,10 +131,27 @@ pub fn check_invariants(doc: &ParsedDocument, chunks: &[Chunk], chunker: &Chunke
             "{name}: chunk {n} ends past its page"
         );
         let slice = &page.text[bytes_at[chunk.char_start]..bytes_at[chunk.char_end]];
+        let own: String = chunk
+            .text
+            .chars()
+            .skip(chunk.repeated_header_chars)
+            .collect();
         assert_eq!(
-            slice, chunk.text,
+            slice, own,
             "{name}: chunk {n} offsets do not match its text"
         );
+        if chunk.repeated_header_chars > 0 {
+            let header: String = chunk
+                .text
+                .chars()
+                .take(chunk.repeated_header_chars)
+                .collect();
+            assert!(header.ends_with('\n'), "{name}: header ends its line");
+            assert!(
+                page.text.contains(header.trim_end()),
+                "{name}: repeated header is not from the page"
+            );
+        }
         assert_eq!(
             chunk.text.trim(),
             chunk.text,
@@ -210,14 +230,18 @@ pub fn check_invariants(doc: &ParsedDocument, chunks: &[Chunk], chunker: &Chunke
 
     // The documented formula, literally, on a few chunks.
     for chunk in chunks.iter().step_by((chunks.len() / 5).max(1)).take(6) {
-        let index = chunk.page.map_or(0, |p| p as usize - 1);
-        let text: String = doc.pages[index]
+        let text: String = doc.pages[chunk.page_index as usize]
             .text
             .chars()
             .skip(chunk.char_start)
             .take(chunk.char_end - chunk.char_start)
             .collect();
-        assert_eq!(text, chunk.text);
+        let own: String = chunk
+            .text
+            .chars()
+            .skip(chunk.repeated_header_chars)
+            .collect();
+        assert_eq!(text, own);
     }
 }
 

@@ -1,0 +1,478 @@
+//! Lectern's Qwen3 decoder, written with candle ops.
+//!
+//! One model definition serves both weight sources (a Hugging Face
+//! safetensors folder or a GGUF file, quantized matrices kept quantized).
+//! Rotary angles are computed in f32 for the positions at hand, with YaRN
+//! when the checkpoint asks for it; the key/value cache is allocated once for
+//! the granted context and written in place; a batch of new tokens after any
+//! number of cached ones gets a proper causal mask.
+
+mod cache;
+mod config;
+mod rope;
+mod weights;
+
+use std::fs::File;
+use std::io::BufReader;
+use std::path::{Path, PathBuf};
+
+use candle_core::quantized::gguf_file;
+use candle_core::{DType, Device, Tensor};
+
+pub use config::{Qwen3Config, Yarn};
+
+use cache::KvCache;
+use rope::Rope;
+use weights::{Linear, Part, WeightSource};
+
+use crate::ModelError;
+
+/// How a model is loaded and how much context it gets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Qwen3Options {
+    /// Tokens the key/value cache holds: the granted context budget. It is
+    /// capped at the model's own position limit.
+    pub context: usize,
+    /// Dtype of dense weights and activations; `None` picks f32 on CPU and
+    /// for GGUF files, bf16 for safetensors on a GPU.
+    pub dtype: Option<DType>,
+    /// Dtype of the key/value cache (f32, f16 or bf16); `None` uses the
+    /// activation dtype.
+    pub kv_dtype: Option<DType>,
+}
+
+impl Qwen3Options {
+    /// Defaults for a context budget of `context` tokens.
+    pub fn new(context: usize) -> Self {
+        Self {
+            context,
+            dtype: None,
+            kv_dtype: None,
+        }
+    }
+}
+
+/// Which positions [`Qwen3::forward`] returns logits for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Logits {
+    /// Only the last token's (what generation needs).
+    Last,
+    /// Every token's.
+    All,
+}
+
+#[derive(Debug)]
+struct Layer {
+    q: Linear,
+    k: Linear,
+    v: Linear,
+    o: Linear,
+    q_norm: Tensor,
+    k_norm: Tensor,
+    attn_norm: Tensor,
+    ffn_norm: Tensor,
+    gate: Linear,
+    up: Linear,
+    down: Linear,
+}
+
+/// A loaded Qwen3 model with its own key/value cache.
+#[derive(Debug)]
+pub struct Qwen3 {
+    cfg: Qwen3Config,
+    embed: Tensor,
+    layers: Vec<Layer>,
+    norm: Tensor,
+    lm_head: Linear,
+    rope: Rope,
+    cache: KvCache,
+    dtype: DType,
+    device: Device,
+    first_position: usize,
+    path: PathBuf,
+}
+
+fn invalid(path: &Path, e: impl std::fmt::Display) -> ModelError {
+    ModelError::InvalidFile {
+        path: path.to_path_buf(),
+        message: e.to_string(),
+    }
+}
+
+/// The safetensors files of a Hugging Face folder: `model.safetensors`, or
+/// the shards named by `model.safetensors.index.json`.
+pub(crate) fn safetensor_files(dir: &Path) -> Result<Vec<PathBuf>, ModelError> {
+    let single = dir.join("model.safetensors");
+    if single.is_file() {
+        return Ok(vec![single]);
+    }
+    let index = dir.join("model.safetensors.index.json");
+    if index.is_file() {
+        let bytes = std::fs::read(&index).map_err(|e| invalid(&index, e))?;
+        let v: serde_json::Value =
+            serde_json::from_slice(&bytes).map_err(|e| invalid(&index, e))?;
+        let map = v
+            .get("weight_map")
+            .and_then(|m| m.as_object())
+            .ok_or_else(|| invalid(&index, "no weight_map"))?;
+        let mut files: Vec<PathBuf> = map
+            .values()
+            .filter_map(|f| f.as_str())
+            .map(|f| dir.join(f))
+            .collect();
+        files.sort();
+        files.dedup();
+        if let Some(missing) = files.iter().find(|f| !f.is_file()) {
+            return Err(ModelError::MissingFile {
+                path: missing.clone(),
+                what: "safetensors shard named in model.safetensors.index.json",
+            });
+        }
+        return Ok(files);
+    }
+    Err(ModelError::MissingFile {
+        path: single,
+        what: "model weights (model.safetensors or model.safetensors.index.json)",
+    })
+}
+
+fn check_kv_dtype(dtype: DType) -> Result<DType, String> {
+    match dtype {
+        DType::F32 | DType::F16 | DType::BF16 => Ok(dtype),
+        other => Err(format!(
+            "KV cache dtype {other:?} is not supported (f32, f16 or bf16)"
+        )),
+    }
+}
+
+impl Qwen3 {
+    /// Loads a Hugging Face style folder: `config.json` and
+    /// `model.safetensors` or shards listed in `model.safetensors.index.json`.
+    pub fn load_safetensors(
+        dir: &Path,
+        device: &Device,
+        opts: Qwen3Options,
+    ) -> Result<Self, ModelError> {
+        let cfg_path = dir.join("config.json");
+        if !cfg_path.is_file() {
+            return Err(ModelError::MissingFile {
+                path: cfg_path,
+                what: "model config.json",
+            });
+        }
+        let bytes = std::fs::read(&cfg_path).map_err(|e| invalid(&cfg_path, e))?;
+        let cfg = Qwen3Config::from_hf_json(&bytes).map_err(|e| invalid(&cfg_path, e))?;
+        let dtype = opts.dtype.unwrap_or(if device.is_cpu() {
+            DType::F32
+        } else {
+            DType::BF16
+        });
+        let files = safetensor_files(dir)?;
+        let source =
+            WeightSource::safetensors(&files, dtype, device).map_err(|e| invalid(dir, e))?;
+        Self::build(cfg, source, device, opts, dir)
+    }
+
+    /// Loads a GGUF file (`qwen3` architecture).
+    pub fn load_gguf(path: &Path, device: &Device, opts: Qwen3Options) -> Result<Self, ModelError> {
+        let file = File::open(path).map_err(|e| invalid(path, e))?;
+        let mut reader = BufReader::new(file);
+        let content = gguf_file::Content::read(&mut reader).map_err(|e| invalid(path, e))?;
+        Self::from_gguf_content(path, content, reader, device, opts)
+    }
+
+    /// Builds the model from a GGUF file whose header has been read.
+    pub(crate) fn from_gguf_content(
+        path: &Path,
+        content: gguf_file::Content,
+        reader: BufReader<File>,
+        device: &Device,
+        opts: Qwen3Options,
+    ) -> Result<Self, ModelError> {
+        let vocab = content
+            .tensor_infos
+            .get("token_embd.weight")
+            .ok_or_else(|| invalid(path, "no token_embd.weight tensor"))?
+            .shape
+            .dims()
+            .first()
+            .copied()
+            .unwrap_or(0);
+        let mut cfg =
+            Qwen3Config::from_gguf(&content.metadata, vocab).map_err(|e| invalid(path, e))?;
+        cfg.tie_word_embeddings = !content.tensor_infos.contains_key("output.weight");
+        let dtype = opts.dtype.unwrap_or(DType::F32);
+        let source = WeightSource::gguf(path, content, reader, dtype, device);
+        Self::build(cfg, source, device, opts, path)
+    }
+
+    fn build(
+        cfg: Qwen3Config,
+        mut w: WeightSource,
+        device: &Device,
+        opts: Qwen3Options,
+        path: &Path,
+    ) -> Result<Self, ModelError> {
+        let err = |e: candle_core::Error| invalid(path, e);
+        let dtype = w.dtype();
+        let kv_dtype =
+            check_kv_dtype(opts.kv_dtype.unwrap_or(dtype)).map_err(ModelError::Device)?;
+        let h = cfg.hidden_size;
+        let qd = cfg.num_attention_heads * cfg.head_dim;
+        let kvd = cfg.num_key_value_heads * cfg.head_dim;
+        let inter = cfg.intermediate_size;
+        let embed = w.dense(Part::Embed).map_err(err)?;
+        if embed.dims() != [cfg.vocab_size, h] {
+            return Err(invalid(
+                path,
+                format!(
+                    "embedding has shape {:?}, expected [{}, {h}]",
+                    embed.dims(),
+                    cfg.vocab_size
+                ),
+            ));
+        }
+        let mut layers = Vec::with_capacity(cfg.num_hidden_layers);
+        for i in 0..cfg.num_hidden_layers {
+            layers.push(Layer {
+                q: w.linear(Part::Q(i), (qd, h)).map_err(err)?,
+                k: w.linear(Part::K(i), (kvd, h)).map_err(err)?,
+                v: w.linear(Part::V(i), (kvd, h)).map_err(err)?,
+                o: w.linear(Part::O(i), (h, qd)).map_err(err)?,
+                q_norm: w.dense(Part::QNorm(i)).map_err(err)?,
+                k_norm: w.dense(Part::KNorm(i)).map_err(err)?,
+                attn_norm: w.dense(Part::AttnNorm(i)).map_err(err)?,
+                ffn_norm: w.dense(Part::FfnNorm(i)).map_err(err)?,
+                gate: w.linear(Part::Gate(i), (inter, h)).map_err(err)?,
+                up: w.linear(Part::Up(i), (inter, h)).map_err(err)?,
+                down: w.linear(Part::Down(i), (h, inter)).map_err(err)?,
+            });
+        }
+        let norm = w.dense(Part::FinalNorm).map_err(err)?;
+        let lm_head = if w.has(Part::LmHead) {
+            w.linear(Part::LmHead, (cfg.vocab_size, h)).map_err(err)?
+        } else {
+            w.linear(Part::Embed, (cfg.vocab_size, h)).map_err(err)?
+        };
+        let rope = Rope::new(&cfg, device).map_err(err)?;
+        let capacity = opts.context.min(cfg.position_limit());
+        if capacity == 0 {
+            return Err(invalid(path, "a context budget of 0 tokens"));
+        }
+        let cache = KvCache::new(
+            cfg.num_hidden_layers,
+            cfg.num_key_value_heads,
+            cfg.head_dim,
+            capacity,
+            kv_dtype,
+            device,
+        )
+        .map_err(err)?;
+        tracing::debug!(
+            path = %path.display(),
+            layers = cfg.num_hidden_layers,
+            hidden = h,
+            context = capacity,
+            ?dtype,
+            ?kv_dtype,
+            yarn = cfg.yarn.is_some(),
+            "qwen3 loaded"
+        );
+        Ok(Self {
+            cfg,
+            embed,
+            layers,
+            norm,
+            lm_head,
+            rope,
+            cache,
+            dtype,
+            device: device.clone(),
+            first_position: 0,
+            path: path.to_path_buf(),
+        })
+    }
+
+    /// The model's hyper-parameters.
+    pub fn config(&self) -> &Qwen3Config {
+        &self.cfg
+    }
+
+    /// Tokens the key/value cache can hold (the granted context).
+    pub fn context(&self) -> usize {
+        self.cache.capacity()
+    }
+
+    /// Tokens currently held in the key/value cache.
+    pub fn cached_tokens(&self) -> usize {
+        self.cache.len()
+    }
+
+    /// Dtype of the key/value cache.
+    pub fn kv_dtype(&self) -> DType {
+        self.cache.dtype()
+    }
+
+    /// Dtype of activations.
+    pub fn dtype(&self) -> DType {
+        self.dtype
+    }
+
+    /// Empties the cache; the next token is at position 0.
+    pub fn reset(&mut self) {
+        self.cache.truncate(0);
+        self.first_position = 0;
+    }
+
+    /// Empties the cache and places the next token at `position` (as if
+    /// `position` tokens had come before it, without attending to them).
+    pub fn reset_at(&mut self, position: usize) {
+        self.cache.truncate(0);
+        self.first_position = position;
+    }
+
+    /// Keeps only the first `len` cached tokens, so the next token continues
+    /// from there.
+    pub fn truncate(&mut self, len: usize) {
+        self.cache.truncate(len);
+    }
+
+    /// Runs `tokens` after the cached ones and caches them. Returns f32
+    /// logits of shape `(1, vocab)` for [`Logits::Last`] or
+    /// `(tokens.len(), vocab)` for [`Logits::All`].
+    ///
+    /// Tokens that do not fit the cache are refused before any work.
+    pub fn forward(&mut self, tokens: &[u32], which: Logits) -> Result<Tensor, ModelError> {
+        let n = tokens.len();
+        if n == 0 {
+            return Err(ModelError::Compute("no tokens to run".into()));
+        }
+        let start = self.cache.len();
+        let capacity = self.cache.capacity();
+        if start + n > capacity {
+            return Err(ModelError::ContextOverflow {
+                prompt_tokens: start + n,
+                context: capacity,
+                reserved: 0,
+                fits: capacity,
+            });
+        }
+        let position = self.first_position + start;
+        let limit = self.cfg.position_limit();
+        if position + n > limit {
+            return Err(ModelError::PositionOutOfRange {
+                last: position + n - 1,
+                limit,
+            });
+        }
+        if let Some(&bad) = tokens.iter().find(|&&t| t as usize >= self.cfg.vocab_size) {
+            return Err(ModelError::Compute(format!(
+                "token id {bad} is outside the vocabulary of {}",
+                self.cfg.vocab_size
+            )));
+        }
+        Ok(self.run(tokens, start, position, which)?)
+    }
+
+    fn run(
+        &mut self,
+        tokens: &[u32],
+        start: usize,
+        position: usize,
+        which: Logits,
+    ) -> candle_core::Result<Tensor> {
+        let n = tokens.len();
+        let ids = Tensor::new(tokens, &self.device)?;
+        let mut x = self.embed.index_select(&ids, 0)?.unsqueeze(0)?;
+        let (cos, sin) = self.rope.cos_sin(position, n)?;
+        let mask = if n > 1 {
+            Some(causal_mask(n, start, &self.device)?)
+        } else {
+            None
+        };
+        for i in 0..self.layers.len() {
+            x = self.layer(i, &x, &cos, &sin, mask.as_ref())?;
+        }
+        self.cache.advance(n);
+        let x = match which {
+            Logits::Last => x.narrow(1, n - 1, 1)?,
+            Logits::All => x,
+        };
+        let x =
+            candle_nn::ops::rms_norm(&x.contiguous()?, &self.norm, self.cfg.rms_norm_eps as f32)?;
+        self.lm_head.forward(&x)?.squeeze(0)?.to_dtype(DType::F32)
+    }
+
+    fn layer(
+        &self,
+        i: usize,
+        x: &Tensor,
+        cos: &Tensor,
+        sin: &Tensor,
+        mask: Option<&Tensor>,
+    ) -> candle_core::Result<Tensor> {
+        let l = &self.layers[i];
+        let eps = self.cfg.rms_norm_eps as f32;
+        let n = x.dim(1)?;
+        let (nh, nkv, hd) = (
+            self.cfg.num_attention_heads,
+            self.cfg.num_key_value_heads,
+            self.cfg.head_dim,
+        );
+        let h = candle_nn::ops::rms_norm(x, &l.attn_norm, eps)?;
+        let heads = |t: Tensor, count: usize| -> candle_core::Result<Tensor> {
+            t.reshape((1, n, count, hd))?.transpose(1, 2)?.contiguous()
+        };
+        let q = heads(l.q.forward(&h)?, nh)?;
+        let k = heads(l.k.forward(&h)?, nkv)?;
+        let v = heads(l.v.forward(&h)?, nkv)?;
+        let q = candle_nn::ops::rms_norm(&q, &l.q_norm, eps)?;
+        let k = candle_nn::ops::rms_norm(&k, &l.k_norm, eps)?;
+        let q = self.rope.apply(&q, cos, sin)?;
+        let k = self.rope.apply(&k, cos, sin)?;
+        let (k, v) = self.cache.append(i, &k, &v, self.dtype)?;
+        let total = k.dim(2)?;
+
+        // Grouped-query attention without copying keys: the query heads that
+        // share a key/value head are stacked along the row axis.
+        let group = nh / nkv;
+        let q = (q * (1.0 / (hd as f64).sqrt()))?.reshape((1, nkv, group * n, hd))?;
+        let scores = q.matmul(&k.t()?)?.to_dtype(DType::F32)?;
+        let scores = match mask {
+            Some(mask) => scores
+                .reshape((1, nkv, group, n, total))?
+                .broadcast_add(mask)?
+                .reshape((1, nkv, group * n, total))?,
+            None => scores,
+        };
+        let probs = candle_nn::ops::softmax_last_dim(&scores)?.to_dtype(self.dtype)?;
+        let attn = probs
+            .matmul(&v)?
+            .reshape((1, nh, n, hd))?
+            .transpose(1, 2)?
+            .reshape((1, n, nh * hd))?;
+        let x = (x + l.o.forward(&attn)?)?;
+
+        let h = candle_nn::ops::rms_norm(&x, &l.ffn_norm, eps)?;
+        let gate = candle_nn::ops::silu(&l.gate.forward(&h)?)?;
+        let mlp = l.down.forward(&(gate * l.up.forward(&h)?)?)?;
+        x + mlp
+    }
+
+    /// The file or folder the weights came from.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+/// `(n, start + n)` additive mask: query `i` (at cache slot `start + i`)
+/// sees keys `0 ..= start + i`.
+fn causal_mask(n: usize, start: usize, device: &Device) -> candle_core::Result<Tensor> {
+    let total = start + n;
+    let keys = Tensor::arange(0u32, total as u32, device)?.reshape((1, total))?;
+    let queries = Tensor::arange(start as u32, total as u32, device)?.reshape((n, 1))?;
+    let hidden = keys.broadcast_gt(&queries)?;
+    let blocked = Tensor::new(f32::NEG_INFINITY, device)?.broadcast_as((n, total))?;
+    let open = Tensor::zeros((n, total), DType::F32, device)?;
+    hidden.where_cond(&blocked, &open)
+}

@@ -1,0 +1,239 @@
+#!/usr/bin/env python3
+"""End-to-end test of the Lectern desktop app in its real webview.
+
+Drives the built app through WebKitWebDriver (the native driver tauri-driver
+wraps on Linux) with the W3C WebDriver protocol, using only the standard
+library. Run it under a display (scripts/app-e2e.sh uses Xvfb). The flows:
+
+1. start on an empty data folder and see the empty states;
+2. add the Markdown documents of the shared eval set through the path form
+   (the same ingest handler a drop on the window uses) and see them indexed
+   in the library table;
+3. ask a question with the tiny test model, see tokens stream, sources and
+   the retrieval inspector appear, open a source and read its passage;
+4. delete a document and see it leave the library;
+5. restart the app on the same data folder and find the conversation again.
+
+Screenshots of each screen go to the output folder.
+"""
+
+import argparse
+import base64
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+
+class Failure(Exception):
+    pass
+
+
+def wait_for(what, check, timeout=60.0, interval=0.2):
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        try:
+            last = check()
+        except Failure:
+            last = None
+        if last:
+            return last
+        time.sleep(interval)
+    raise Failure(f"timed out after {timeout:.0f} s waiting for {what} (last: {last!r})")
+
+
+def port_open(port):
+    with socket.socket() as s:
+        s.settimeout(0.5)
+        return s.connect_ex(("127.0.0.1", port)) == 0
+
+
+class Driver:
+    def __init__(self, port):
+        self.base = f"http://127.0.0.1:{port}"
+        self.session = None
+
+    def request(self, method, path, body=None, timeout=120):
+        data = None if body is None else json.dumps(body).encode()
+        req = urllib.request.Request(self.base + path, data=data, method=method,
+                                     headers={"Content-Type": "application/json"})
+        try:
+            with urllib.request.urlopen(req, timeout=timeout) as r:
+                return json.loads(r.read() or b"{}").get("value")
+        except urllib.error.HTTPError as e:
+            raise Failure(f"WebDriver {method} {path}: {e.code} {e.read()[:400]!r}") from None
+
+    def start(self, binary):
+        caps = {"capabilities": {"alwaysMatch": {"webkitgtk:browserOptions": {"binary": str(binary), "args": []}}}}
+        self.session = self.request("POST", "/session", caps)["sessionId"]
+
+    def stop(self):
+        if self.session:
+            try:
+                self.request("DELETE", f"/session/{self.session}", timeout=20)
+            except (Failure, OSError):
+                pass
+            self.session = None
+
+    def js(self, script, *args):
+        return self.request("POST", f"/session/{self.session}/execute/sync", {"script": script, "args": list(args)})
+
+    def screenshot(self, path):
+        # Let the webview paint what the last script changed.
+        time.sleep(0.5)
+        png = self.request("GET", f"/session/{self.session}/screenshot")
+        Path(path).write_bytes(base64.b64decode(png))
+        print(f"  screenshot {path}")
+
+    def text(self, selector):
+        return self.js("const n = document.querySelector(arguments[0]); return n ? n.textContent : null;", selector)
+
+    def click(self, selector):
+        ok = self.js("const n = document.querySelector(arguments[0]); if (!n) return false; n.click(); return true;", selector)
+        if not ok:
+            raise Failure(f"nothing to click at {selector}")
+
+    def count(self, selector):
+        return self.js("return document.querySelectorAll(arguments[0]).length;", selector)
+
+    def visible(self, selector):
+        return self.js("const n = document.querySelector(arguments[0]); return !!n && !n.closest('[hidden]');", selector)
+
+
+def check(name, ok, detail=""):
+    print(f"{'ok  ' if ok else 'FAIL'} {name}{'' if ok else ': ' + str(detail)}")
+    if not ok:
+        raise Failure(name)
+
+
+def submit_path(d, path):
+    d.js("""const i = document.getElementById('path-input'); i.value = arguments[0];
+            document.getElementById('path-form').requestSubmit();""", path)
+
+
+def ask(d, question):
+    d.js("""const i = document.getElementById('ask-input'); i.value = arguments[0];
+            document.getElementById('ask-form').requestSubmit();""", question)
+
+
+def app_ready(d):
+    return d.js("return !!window.__TAURI_INTERNALS__ && /document/.test(document.getElementById('topbar-stats').textContent);")
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--app", required=True, type=Path)
+    ap.add_argument("--docs", required=True, type=Path, help="folder of documents to add")
+    ap.add_argument("--out", required=True, type=Path, help="screenshots go here")
+    ap.add_argument("--port", type=int, default=4445)
+    args = ap.parse_args()
+    args.out.mkdir(parents=True, exist_ok=True)
+
+    env = dict(os.environ, TAURI_WEBVIEW_AUTOMATION="true")
+    log = (args.out / "webdriver.log").open("w")
+    native = subprocess.Popen(["WebKitWebDriver", f"--port={args.port}"], env=env, stdout=log, stderr=log)
+    d = Driver(args.port)
+    try:
+        wait_for("WebKitWebDriver", lambda: port_open(args.port), 20)
+
+        # 1. Empty library.
+        d.start(args.app)
+        wait_for("the library to open", lambda: app_ready(d), 180)
+        check("empty library counts", d.text("#topbar-stats").startswith("0 documents"), d.text("#topbar-stats"))
+        check("no conversations yet", d.visible("#conversations-empty"))
+        ask(d, "What is ownership?")
+        wait_for("the not-in-documents state", lambda: d.count(".not-found") == 1, 60)
+        check("an empty library says the answer is not in the documents", "Not in your documents" in d.text(".not-found"))
+        d.screenshot(args.out / "1-chat-empty-library.png")
+
+        # 2. Add documents through the ingest handler.
+        d.click("#tab-library")
+        submit_path(d, str(args.docs))
+        files = sorted(p.name for p in args.docs.iterdir() if p.is_file())
+        wait_for("the files to be indexed", lambda: d.count("#documents-body tr") == len(files)
+                 and d.visible("#ingest-result"), 600, 0.5)
+        states = d.js("return [...document.querySelectorAll('.ingest-row')].map(r => r.dataset.state);")
+        check("every file ends indexed", states.count("indexed") + states.count("warning") >= len(files), states)
+        check("the run summary names the count", f"Added {len(files)} documents" in d.text("#ingest-result"), d.text("#ingest-result"))
+        d.screenshot(args.out / "2-library.png")
+        d.js("const f = document.getElementById('library-filter'); f.value = 'strings'; f.dispatchEvent(new Event('input'));")
+        check("the filter narrows the table", d.count("#documents-body tr") == 1, d.count("#documents-body tr"))
+        d.js("const f = document.getElementById('library-filter'); f.value = ''; f.dispatchEvent(new Event('input'));")
+
+        # 3. Ask with the tiny model.
+        d.click("#tab-chat")
+        d.click("#new-chat")
+        ask(d, "How does Rust ownership move a String?")
+        wait_for("sources to arrive", lambda: d.count(".answer .inspector:not([hidden]) tbody tr") > 0, 180)
+        wait_for("the answer to finish", lambda: d.js("const a = document.querySelectorAll('.answer'); return a[a.length-1].getAttribute('aria-busy') === 'false';"), 600, 0.5)
+        streamed = d.js("const a = document.querySelectorAll('.answer'); return Number(a[a.length-1].dataset.tokens || 0);")
+        check("the answer streamed token by token", streamed > 1, streamed)
+        check("the answer has text", len(d.text(".answer .answer-text") or "") > 0)
+        rows = d.count(".answer:last-of-type .inspector tbody tr") or d.count(".inspector tbody tr")
+        check("the inspector lists the passages", rows > 0, rows)
+        chips = d.count(".answer button.cite")
+        if chips:
+            d.click(".answer button.cite")
+        else:
+            d.click(".answer .source-open")
+        wait_for("the source panel", lambda: d.visible("#source-panel"), 10)
+        passage = d.text("#source-passage mark") or ""
+        check("the source panel shows the passage", len(passage) > 20, passage[:80])
+        d.js("const i = [...document.querySelectorAll('.answer .inspector')].pop(); i.open = true; i.scrollIntoView({block: 'end'});")
+        d.screenshot(args.out / "3-chat-answer.png")
+        conversations = d.count(".conversation-item")
+        check("two conversations in the sidebar", conversations == 2, conversations)
+
+        d.click("#tab-search")
+        d.js("const i = document.getElementById('search-input'); i.value = 'string slices'; document.getElementById('search-form').requestSubmit();")
+        wait_for("search results", lambda: d.count("#search-results .hit") > 0, 60)
+        d.click("#tab-models")
+        wait_for("the models panel", lambda: d.visible("#models-body .model") and d.count("#models-body .model") >= 2, 30)
+        check("the embedder is present", "Present" in d.text("#models-body .model"))
+        d.screenshot(args.out / "4-models-gpu.png")
+
+        # 4. Delete a document.
+        d.click("#tab-library")
+        wait_for("the table", lambda: d.count("#documents-body tr") == len(files), 30)
+        d.click("#documents-body tr .actions button:last-child")
+        d.click("#documents-body tr .actions button:last-child")
+        wait_for("the document to leave", lambda: d.count("#documents-body tr") == len(files) - 1, 60)
+        check("deleting removes it from the library", True)
+        d.stop()
+
+        # 5. Restart on the same data folder.
+        d.start(args.app)
+        wait_for("the library to reopen", lambda: app_ready(d), 180)
+        check("the library kept the rest", d.text("#topbar-stats").startswith(f"{len(files) - 1} documents"), d.text("#topbar-stats"))
+        wait_for("conversations after a restart", lambda: d.count(".conversation-item") == 2, 30)
+        d.click(".conversation-item .conversation-open")
+        wait_for("the stored conversation", lambda: d.count(".turn") >= 1, 30)
+        check("a stored answer keeps its sources", d.count(".turn .inspector tbody tr") > 0 or d.count(".turn .not-found") > 0)
+        d.screenshot(args.out / "5-after-restart.png")
+        print("all flows passed")
+        return 0
+    except Failure as e:
+        print(f"FAIL {e}", file=sys.stderr)
+        try:
+            d.screenshot(args.out / "failure.png")
+        except Exception:
+            pass
+        return 1
+    finally:
+        d.stop()
+        native.terminate()
+        try:
+            native.wait(10)
+        except subprocess.TimeoutExpired:
+            native.kill()
+        log.close()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
