@@ -113,14 +113,16 @@ async fn watch_follows_new_changed_renamed_and_deleted_files() {
         .expect("watch stops when cancelled")
         .unwrap()
         .unwrap();
-    let events = events.lock().unwrap();
-    assert!(matches!(
-        events.first(),
-        Some(WatchEvent::Synced { indexed: 1, .. })
-    ));
-    assert!(events
-        .iter()
-        .any(|e| matches!(e, WatchEvent::Watching { .. })));
+    {
+        let events = events.lock().unwrap();
+        assert!(matches!(
+            events.first(),
+            Some(WatchEvent::Synced { indexed: 1, .. })
+        ));
+        assert!(events
+            .iter()
+            .any(|e| matches!(e, WatchEvent::Watching { .. })));
+    }
     let c = engine.verify().await.unwrap();
     assert!(c.is_consistent(), "{c:?}");
 }

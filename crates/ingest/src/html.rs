@@ -105,7 +105,7 @@ pub(crate) fn extract(source: &str) -> HtmlText {
 /// The element holding the main content.
 fn main_root(doc: &Document) -> Option<NodeRef<'_>> {
     if let Some(node) = doc.select("main, [role=main]").nodes().first() {
-        return Some(node.clone());
+        return Some(*node);
     }
     let articles = doc.select("article");
     if articles.nodes().len() == 1 {
