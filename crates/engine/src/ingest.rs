@@ -98,7 +98,8 @@ pub(crate) fn chunk_record(
     c: Chunk,
     vector: Vec<f32>,
 ) -> ChunkRecord {
-    let location = location_label(&c);
+    let location = c.location_label();
+    let ocr = c.ocr;
     ChunkRecord {
         chunk_id: format!("{doc_id}:{}", c.ordinal),
         doc_id: doc_id.to_string(),
@@ -112,22 +113,10 @@ pub(crate) fn chunk_record(
         chunk_hash: ChunkRecord::hash_text(&c.text),
         format: format.to_string(),
         location,
-        ocr: false,
+        ocr,
         text: c.text,
         vector,
     }
-}
-
-/// Where a chunk is, for people.
-fn location_label(c: &Chunk) -> String {
-    let mut parts = Vec::new();
-    if let Some(p) = c.page {
-        parts.push(format!("p. {p}"));
-    }
-    if let Some(h) = c.heading_path.last() {
-        parts.push(h.clone());
-    }
-    parts.join(" · ")
 }
 
 /// A stable document id for a path: the first 16 hex digits of its blake3.

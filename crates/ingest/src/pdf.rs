@@ -361,6 +361,27 @@ mod tests {
     }
 
     #[test]
+    fn fallback_extractor_reads_a_real_paper_page_by_page() {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../../../shared/eval/docs/pdf/acmart-sample-sigconf-2col.pdf");
+        let bytes = std::fs::read(&path).expect("evaluation PDF");
+        let got = fallback(&bytes).unwrap();
+        assert_eq!(got.pages.len(), 6);
+        let squash = |s: &str| s.split_whitespace().collect::<String>();
+        let phrase = squash("Regardless of the rights management choice");
+        let on: Vec<usize> = got
+            .pages
+            .iter()
+            .enumerate()
+            .filter(|(_, p)| squash(p).contains(&phrase))
+            .map(|(i, _)| i + 1)
+            .collect();
+        assert_eq!(on, [3]);
+        assert!(got.textless.is_empty());
+        assert!(fallback(b"%PDF-1.4 not really").is_err());
+    }
+
+    #[test]
     fn no_text_warnings() {
         assert_eq!(no_text_warning(&[]), None);
         assert_eq!(

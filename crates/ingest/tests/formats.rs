@@ -64,16 +64,21 @@ fn docx_headings_paragraphs_and_tables() {
          14. NON-ATTENDANCE BY ATTORNEYS"
     );
     // Headings only ever open a chunk.
+    let text = &parsed.pages[0].text;
+    let bytes_at: Vec<usize> = text
+        .char_indices()
+        .map(|(b, _)| b)
+        .chain([text.len()])
+        .collect();
+    let offsets: Vec<usize> = parsed.pages[0].headings.iter().map(|h| h.offset).collect();
     for chunk in &chunks {
-        for h in &parsed.pages[0].headings {
-            let inside = chunk_byte_range(&parsed, chunk);
-            assert!(
-                !(inside.0 < h.offset && h.offset < inside.1),
-                "chunk {} crosses heading {:?}",
-                chunk.ordinal,
-                h.text
-            );
-        }
+        let (a, b) = (bytes_at[chunk.char_start], bytes_at[chunk.char_end]);
+        let first_after = offsets.partition_point(|&o| o <= a);
+        assert!(
+            offsets.get(first_after).is_none_or(|&o| o >= b),
+            "chunk {} crosses a heading",
+            chunk.ordinal
+        );
     }
 
     let tables = parse("docx/docx-tables.docx", Format::Docx);
@@ -89,13 +94,6 @@ fn docx_headings_paragraphs_and_tables() {
         .text
         .contains("Todos los seres humanos nacen libres"));
     chunks_of(&udhr, small());
-}
-
-/// The byte range of a chunk's own text (after any repeated header).
-fn chunk_byte_range(parsed: &ParsedDocument, chunk: &Chunk) -> (usize, usize) {
-    let text = &parsed.pages[chunk.page_index as usize].text;
-    let at = |n: usize| text.char_indices().nth(n).map_or(text.len(), |(b, _)| b);
-    (at(chunk.char_start), at(chunk.char_end))
 }
 
 #[test]
@@ -496,7 +494,7 @@ fn every_evaluation_document_parses() {
         }
         let parsed = parse_file(path).unwrap_or_else(|e| panic!("{e}"));
         assert!(
-            parsed.char_count() > 40,
+            parsed.char_count() > 20,
             "{}: almost no text",
             path.display()
         );
