@@ -276,7 +276,11 @@ fn print_hits(hits: &[SearchHit]) {
     }
     for (i, h) in hits.iter().enumerate() {
         let c = &h.chunk;
-        let page = c.page.map(|p| format!(", page {p}")).unwrap_or_default();
+        let page = if c.location.is_empty() {
+            c.page.map(|p| format!(", page {p}")).unwrap_or_default()
+        } else {
+            format!(", {}", c.location)
+        };
         let legs = [
             h.bm25_rank.map(|r| format!("bm25 #{r}")),
             h.dense_rank.map(|r| format!("dense #{r}")),

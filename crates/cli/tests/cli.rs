@@ -1,23 +1,11 @@
 //! The `lectern` binary end to end, as a person would run it.
 
-use std::path::{Path, PathBuf};
+mod common;
+
+use common::{models_dir, shared_docs};
+
+use std::path::Path;
 use std::process::{Command, Output};
-
-fn models_dir() -> PathBuf {
-    std::env::var_os("LECTERN_MODELS_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(std::env::var_os("HOME").expect("HOME")).join(".cache/lectern/models")
-        })
-}
-
-fn shared_docs() -> PathBuf {
-    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../..");
-    std::env::var_os("LECTERN_SHARED_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| root.join("shared"))
-        .join("eval/docs")
-}
 
 fn lectern(data: &Path, args: &[&str]) -> Output {
     let out = Command::new(env!("CARGO_BIN_EXE_lectern"))

@@ -2,26 +2,14 @@
 //! library whose stores agree, and resuming reaches exactly the state of an
 //! uninterrupted run.
 
+mod common;
+
+use common::{models_dir, shared_docs};
+
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::time::Instant;
-
-fn models_dir() -> PathBuf {
-    std::env::var_os("LECTERN_MODELS_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(std::env::var_os("HOME").expect("HOME")).join(".cache/lectern/models")
-        })
-}
-
-fn shared_docs() -> PathBuf {
-    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../..");
-    std::env::var_os("LECTERN_SHARED_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| root.join("shared"))
-        .join("eval/docs")
-}
 
 fn lectern(data: &Path, args: &[&str]) -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_lectern"));
