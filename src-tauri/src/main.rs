@@ -15,6 +15,11 @@ use tracing_subscriber::EnvFilter;
 use crate::error::CommandError;
 use crate::state::AppState;
 
+/// Tensor work allocates and frees large buffers at a high rate; mimalloc
+/// reuses them where the system allocator maps and zeroes fresh pages.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() {
     tracing_subscriber::fmt()
         .with_env_filter(

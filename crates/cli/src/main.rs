@@ -16,6 +16,11 @@ use lectern_engine::{
     SearchRequest, WatchEvent,
 };
 
+/// Tensor work allocates and frees large buffers at a high rate; mimalloc
+/// reuses them where the system allocator maps and zeroes fresh pages.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(
     name = "lectern",
