@@ -2,33 +2,13 @@
 
 mod common;
 
-use common::{models_dir, shared_docs};
+use common::{lectern_command, models_dir, ok, shared_docs};
 
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Output;
 
 fn lectern(data: &Path, args: &[&str]) -> Output {
-    let out = Command::new(env!("CARGO_BIN_EXE_lectern"))
-        .arg("--data-dir")
-        .arg(data)
-        .args(args)
-        .env("LECTERN_MODELS_DIR", models_dir())
-        .env("LECTERN_DEVICE", "cpu")
-        .env_remove("LECTERN_LLM")
-        .output()
-        .expect("lectern runs");
-    out
-}
-
-fn ok(out: &Output) -> String {
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(
-        out.status.success(),
-        "exit {:?}\nstdout:\n{stdout}\nstderr:\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
-    stdout
+    lectern_command(data, args).output().expect("lectern runs")
 }
 
 #[test]

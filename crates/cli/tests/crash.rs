@@ -4,40 +4,17 @@
 
 mod common;
 
-use common::{models_dir, shared_docs};
+use common::{lectern_command as lectern, ok, shared_docs};
 
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::process::{Command, Output, Stdio};
+use std::process::Stdio;
 use std::time::Instant;
-
-fn lectern(data: &Path, args: &[&str]) -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_lectern"));
-    c.arg("--data-dir")
-        .arg(data)
-        .args(args)
-        .env("LECTERN_MODELS_DIR", models_dir())
-        .env("LECTERN_DEVICE", "cpu")
-        .env_remove("LECTERN_LLM")
-        .stdin(Stdio::null());
-    c
-}
-
-fn ok(out: Output) -> String {
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(
-        out.status.success(),
-        "exit {:?}\nstdout:\n{stdout}\nstderr:\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
-    stdout
-}
 
 /// What a finished library holds: per document path, its content hash and
 /// chunk count.
 fn library_state(data: &Path) -> BTreeMap<String, (String, u64)> {
-    let out = ok(lectern(data, &["docs", "--json"]).output().unwrap());
+    let out = ok(&lectern(data, &["docs", "--json"]).output().unwrap());
     let docs: serde_json::Value = serde_json::from_str(&out).unwrap();
     docs.as_array()
         .unwrap()
@@ -58,7 +35,7 @@ fn library_state(data: &Path) -> BTreeMap<String, (String, u64)> {
 /// manifest, LanceDB and tantivy agree; returns (documents, chunks).
 fn check(data: &Path) -> (u64, u64) {
     let out = lectern(data, &["check", "--json"]).output().unwrap();
-    let text = ok(out);
+    let text = ok(&out);
     let c: serde_json::Value = serde_json::from_str(&text).unwrap();
     assert!(
         c["problems"].as_array().unwrap().is_empty(),
@@ -105,7 +82,7 @@ fn sigkill_during_ingest_never_leaves_a_half_built_library() {
     // The reference: one uninterrupted run.
     let reference_dir = tempfile::tempdir().unwrap();
     let t = Instant::now();
-    ok(lectern(reference_dir.path(), &["ingest", &folder_arg])
+    ok(&lectern(reference_dir.path(), &["ingest", &folder_arg])
         .output()
         .unwrap());
     let full = t.elapsed();
@@ -138,7 +115,7 @@ fn sigkill_during_ingest_never_leaves_a_half_built_library() {
             partial += 1;
         }
         // Resuming finishes the job, and ends exactly where the reference did.
-        ok(lectern(data.path(), &["ingest", &folder_arg])
+        ok(&lectern(data.path(), &["ingest", &folder_arg])
             .output()
             .unwrap());
         assert_eq!(

@@ -234,7 +234,7 @@ impl Engine {
             return Err(EngineError::InvalidInput("the question is empty".into()));
         }
         let model_path = self.llm_path(&req)?;
-        let hits = if self.library.counts().await?.documents == 0 {
+        let hits = if self.library.is_empty().await {
             Vec::new()
         } else {
             self.search(&SearchRequest {

@@ -11,7 +11,7 @@ use notify_debouncer_mini::notify::RecursiveMode;
 use notify_debouncer_mini::{new_debouncer, DebounceEventResult};
 use serde::Serialize;
 
-use crate::{Engine, EngineError, IngestReport, ProgressFn};
+use crate::{DocumentEntry, Engine, EngineError, IngestReport, ProgressFn};
 
 /// What a folder watch did, for displays.
 #[derive(Debug, Clone, Serialize)]
@@ -70,14 +70,22 @@ impl Engine {
     /// Removes documents whose file no longer exists and that lie at or
     /// under one of `roots`; compacts once if anything was removed.
     async fn remove_missing(&self, roots: &[PathBuf]) -> Result<usize, EngineError> {
+        let docs = self.library.documents().await;
+        let roots = roots.to_vec();
+        // Checking each file is disk I/O: keep it off the async runtime.
+        let gone: Vec<DocumentEntry> = tokio::task::spawn_blocking(move || {
+            docs.into_iter()
+                .filter(|d| roots.iter().any(|r| is_under(&d.path, r)))
+                .filter(|d| !Path::new(&d.path).exists())
+                .collect()
+        })
+        .await
+        .map_err(EngineError::join)?;
         let mut removed = 0;
-        for doc in self.library.documents().await {
-            let gone = !Path::new(&doc.path).exists();
-            if gone && roots.iter().any(|r| is_under(&doc.path, r)) {
-                tracing::info!(path = %doc.path, "file is gone; removing it from the library");
-                if self.library.delete_document(&doc.doc_id).await? {
-                    removed += 1;
-                }
+        for doc in gone {
+            tracing::info!(path = %doc.path, "file is gone; removing it from the library");
+            if self.library.delete_document(&doc.doc_id).await? {
+                removed += 1;
             }
         }
         if removed > 0 {

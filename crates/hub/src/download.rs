@@ -186,7 +186,7 @@ pub async fn download(
             return Err(HubError::Cancelled);
         }
         let target = entry.local_file(&opts.models_dir, f);
-        if target.is_file() && verify(entry, f, &target).is_ok() {
+        if target.is_file() && verify_off_runtime(entry, f, &target).await.is_ok() {
             on_event(DownloadEvent::FileSkipped {
                 file: f.path.clone(),
             });
@@ -206,17 +206,7 @@ pub async fn download(
             })?,
             _ = wait_for(cancel.clone()) => return Err(HubError::Cancelled),
         };
-        let e2 = entry.clone();
-        let f2 = f.clone();
-        let c2 = cached.clone();
-        let checked = tokio::task::spawn_blocking(move || verify(&e2, &f2, &c2))
-            .await
-            .map_err(|e| HubError::Download {
-                model: entry.id.clone(),
-                file: f.path.clone(),
-                message: e.to_string(),
-            })?;
-        let checked = match checked {
+        let checked = match verify_off_runtime(entry, f, &cached).await {
             Ok(c) => c,
             Err(e) => {
                 // Drop the bad copy (the cache entry is a link to a blob).
@@ -236,6 +226,22 @@ pub async fn download(
     let path = entry.local_dir(&opts.models_dir);
     on_event(DownloadEvent::Finished { path: path.clone() });
     Ok(path)
+}
+
+/// [`verify`] on a blocking thread: hashing a model file takes seconds.
+async fn verify_off_runtime(
+    entry: &CatalogEntry,
+    f: &CatalogFile,
+    path: &Path,
+) -> Result<bool, HubError> {
+    let (e, f2, p) = (entry.clone(), f.clone(), path.to_path_buf());
+    tokio::task::spawn_blocking(move || verify(&e, &f2, &p))
+        .await
+        .map_err(|err| HubError::Download {
+            model: entry.id.clone(),
+            file: f.path.clone(),
+            message: err.to_string(),
+        })?
 }
 
 async fn wait_for(flag: Arc<AtomicBool>) {

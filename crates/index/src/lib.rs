@@ -258,6 +258,11 @@ impl Library {
         self.manifest.read().await.documents.get(doc_id).cloned()
     }
 
+    /// Whether no document is fully indexed (read from the manifest alone).
+    pub async fn is_empty(&self) -> bool {
+        self.manifest.read().await.documents.is_empty()
+    }
+
     /// All fully indexed documents.
     pub async fn documents(&self) -> Vec<DocumentEntry> {
         let mut docs: Vec<DocumentEntry> = self

@@ -32,6 +32,15 @@ fn open(bytes: &[u8], format: DocumentFormat) -> Result<(DocumentIR, Vec<String>
 /// Reads a `.docx` file into one page: paragraphs as blocks, headings
 /// recorded for the heading path, table rows one per line with cells
 /// separated by ` | `, list items one per line.
+/// The document's title from its properties, if it has a non-blank one.
+fn metadata_title(ir: &DocumentIR) -> Option<String> {
+    ir.metadata
+        .title
+        .as_deref()
+        .map(collapse_whitespace)
+        .filter(|t| !t.is_empty())
+}
+
 pub(crate) fn parse_docx(bytes: &[u8]) -> Result<Extracted, String> {
     let (ir, warnings) = open(bytes, DocumentFormat::Docx)?;
     let mut b = TextBuilder::default();
@@ -39,13 +48,7 @@ pub(crate) fn parse_docx(bytes: &[u8]) -> Result<Extracted, String> {
         render(&section.elements, &mut b);
     }
     let (text, headings) = b.finish();
-    let title = ir
-        .metadata
-        .title
-        .as_deref()
-        .map(collapse_whitespace)
-        .filter(|t| !t.is_empty())
-        .or_else(|| headings.first().map(|h| h.text.clone()));
+    let title = metadata_title(&ir).or_else(|| headings.first().map(|h| h.text.clone()));
     Ok(Extracted {
         pages: vec![Page {
             text,
@@ -90,13 +93,7 @@ pub(crate) fn parse_pptx(bytes: &[u8]) -> Result<Extracted, String> {
             ..Page::default()
         });
     }
-    let title = ir
-        .metadata
-        .title
-        .as_deref()
-        .map(collapse_whitespace)
-        .filter(|t| !t.is_empty())
-        .or_else(|| pages.iter().find_map(slide_title));
+    let title = metadata_title(&ir).or_else(|| pages.iter().find_map(slide_title));
     Ok(Extracted {
         pages,
         title,

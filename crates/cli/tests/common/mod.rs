@@ -19,3 +19,29 @@ pub fn shared_docs() -> PathBuf {
         .unwrap_or_else(|| root.join("shared"))
         .join("eval/docs")
 }
+
+/// `lectern --data-dir DATA ARGS…` on the CPU with the test models, ready
+/// to run.
+pub fn lectern_command(data: &std::path::Path, args: &[&str]) -> std::process::Command {
+    let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_lectern"));
+    c.arg("--data-dir")
+        .arg(data)
+        .args(args)
+        .env("LECTERN_MODELS_DIR", models_dir())
+        .env("LECTERN_DEVICE", "cpu")
+        .env_remove("LECTERN_LLM")
+        .stdin(std::process::Stdio::null());
+    c
+}
+
+/// The standard output of a run that must have succeeded.
+pub fn ok(out: &std::process::Output) -> String {
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "exit {:?}\nstdout:\n{stdout}\nstderr:\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
+}
