@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Sets up everything the tests need on Debian 12 and runs them:
-# formatting, clippy (warnings are errors) and the whole test suite.
+# formatting, clippy (warnings are errors), the web UI's component tests
+# and the whole Rust test suite.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
@@ -11,6 +12,7 @@ t0=$(date +%s)
 echo "== web UI" >&2
 npm --prefix ui ci --no-audit --no-fund --loglevel=error
 npm --prefix ui run build --silent
+npm --prefix ui test --silent
 
 echo "== cargo fmt --check" >&2
 cargo fmt --all -- --check

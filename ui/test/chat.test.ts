@@ -1,0 +1,166 @@
+/**
+ * The chat screen against a fake backend: a question streams an answer,
+ * citations become chips that open the passage, "not in your documents" is
+ * its own state, and a failing backend shows a readable error.
+ */
+import { afterEach, beforeEach, describe, expect, it, vi } from "vitest";
+import type { AskResponse, Source } from "../src/api";
+import { fakeBackend, loadPage, resetBackend, send, settle } from "./setup";
+
+const source = (n: number, text: string): Source => ({
+  n,
+  document: `doc${n}.pdf`,
+  path: `/docs/doc${n}.pdf`,
+  page: n + 2,
+  location: `p. ${n + 2}`,
+  headings: ["Results"],
+  chunkId: `c${n}`,
+  charStart: 10,
+  charEnd: 10 + text.length,
+  text,
+  score: 0.03,
+  ranks: { dense: n, bm25: n + 1 },
+  bm25Score: 7.5,
+  denseDistance: 0.41,
+  cited: n === 1,
+});
+
+const sources = [source(1, "Water boils at 100 degrees at sea level."), source(2, "Ice is frozen water.")];
+
+function response(answer: string, extra: Partial<AskResponse> = {}): AskResponse {
+  return {
+    answer,
+    sources,
+    promptTokens: 321,
+    generatedTokens: 9,
+    prefillMs: 100,
+    decodeMs: 800,
+    stopped: false,
+    notInDocuments: false,
+    tookMs: 1200,
+    conversation: null,
+    ...extra,
+  };
+}
+
+const conversation = { id: "conv-1", title: "Boiling", createdAt: 1, updatedAt: 1, messages: [] };
+
+async function ask(question: string): Promise<void> {
+  const input = document.getElementById("ask-input") as HTMLTextAreaElement;
+  input.value = question;
+  input.dispatchEvent(new KeyboardEvent("keydown", { key: "Enter", bubbles: true }));
+  await settle();
+}
+
+beforeEach(() => {
+  vi.resetModules();
+  loadPage();
+});
+
+afterEach(() => resetBackend());
+
+describe("chat", () => {
+  it("streams an answer, links citations and opens the cited passage", async () => {
+    let streamed: ((answer: string) => void) | null = null;
+    const calls = fakeBackend({
+      create_conversation: () => conversation,
+      list_conversations: () => [{ ...conversation, messages: 2 }],
+      ask: (args) =>
+        new Promise((resolve) => {
+          send(args.onEvent, { kind: "sources", sources, promptTokens: 321 });
+          for (const t of ["Water ", "boils at ", "100 °C [1]."]) send(args.onEvent, { kind: "token", text: t });
+          streamed = (answer) => resolve(response(answer));
+        }),
+    });
+    await import("../src/chat");
+    await ask("When does water boil?");
+
+    const turn = document.querySelector(".turn");
+    expect(turn?.querySelector(".question")?.textContent).toBe("When does water boil?");
+    expect(turn?.querySelector(".answer")?.getAttribute("aria-busy")).toBe("true");
+    await settle(50);
+    expect(turn?.querySelector(".answer-text")?.textContent).toContain("Water boils at 100 °C");
+    expect(turn?.querySelector(".inspector summary")?.textContent).toContain("321 prompt tokens");
+
+    streamed!("Water boils at 100 °C [1].");
+    await settle();
+    expect(turn?.querySelector(".answer")?.getAttribute("aria-busy")).toBe("false");
+    expect(document.getElementById("chat-title")?.textContent).toBe("Boiling");
+    const askCall = calls.find((c) => c.cmd === "ask");
+    expect(askCall?.args.request).toEqual({ question: "When does water boil?", mode: "hybrid", conversationId: "conv-1" });
+
+    // Only the cited source is listed; the inspector shows both with their ranks.
+    const listed = Array.from(turn!.querySelectorAll(".answer-sources .source-doc")).map((n) => n.textContent);
+    expect(listed).toEqual(["doc1.pdf"]);
+    expect(turn!.querySelectorAll(".inspector-table tbody tr")).toHaveLength(2);
+
+    const chip = turn!.querySelector<HTMLButtonElement>("button.cite");
+    expect(chip?.textContent).toBe("1");
+    chip!.click();
+    const panel = document.getElementById("source-panel")!;
+    expect(panel.hidden).toBe(false);
+    expect(document.getElementById("source-doc")?.textContent).toBe("[1] doc1.pdf");
+    expect(document.getElementById("source-where")?.textContent).toBe("p. 3");
+    expect(document.querySelector("#source-passage mark")?.textContent).toBe(sources[0].text);
+
+    document.dispatchEvent(new KeyboardEvent("keydown", { key: "Escape" }));
+    expect(panel.hidden).toBe(true);
+  });
+
+  it("says plainly when the library has nothing on the question", async () => {
+    fakeBackend({
+      create_conversation: () => conversation,
+      list_conversations: () => [],
+      ask: (args) => {
+        send(args.onEvent, { kind: "sources", sources: [], promptTokens: 0 });
+        return response("", { sources: [], notInDocuments: true, generatedTokens: 0 });
+      },
+    });
+    await import("../src/chat");
+    await ask("Who won the 1930 World Cup?");
+    const found = document.querySelector(".turn .not-found");
+    expect(found?.textContent).toContain("Not in your documents");
+    expect(document.querySelector(".turn .answer-sources")?.hasAttribute("hidden")).toBe(true);
+  });
+
+  it("shows the backend's error with its code and keeps the question", async () => {
+    fakeBackend({
+      create_conversation: () => conversation,
+      list_conversations: () => [],
+      ask: () => Promise.reject({ code: "model_missing", message: "No answer model is installed" }),
+    });
+    await import("../src/chat");
+    await ask("Anything?");
+    const status = document.querySelector(".turn .answer-status");
+    expect(status?.textContent).toBe("Couldn't answer: No answer model is installed (model_missing)");
+    expect(status?.classList.contains("error")).toBe(true);
+    expect(document.querySelector(".turn .question")?.textContent).toBe("Anything?");
+    const submit = document.getElementById("ask-submit") as HTMLButtonElement;
+    expect(submit.textContent).toBe("Ask");
+  });
+
+  it("lists stored conversations and reopens one with its citations", async () => {
+    const stored = {
+      ...conversation,
+      messages: [
+        { role: "user", text: "When does water boil?", sources: [], stopped: false, notInDocuments: false, createdAt: 1 },
+        { role: "assistant", text: "At 100 °C [1].", sources, stopped: false, notInDocuments: false, createdAt: 2 },
+      ],
+    };
+    fakeBackend({
+      list_conversations: () => [{ ...conversation, messages: 2 }],
+      get_conversation: (args) => {
+        expect(args.id).toBe("conv-1");
+        return stored;
+      },
+    });
+    const chat = await import("../src/chat");
+    await chat.refreshConversations();
+    const open = document.querySelector<HTMLButtonElement>("#conversation-list .conversation-open");
+    expect(open?.textContent).toContain("Boiling");
+    open!.click();
+    await settle();
+    expect(document.querySelector(".turn .question")?.textContent).toBe("When does water boil?");
+    expect(document.querySelector(".turn button.cite")?.textContent).toBe("1");
+  });
+});
