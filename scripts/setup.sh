@@ -23,6 +23,7 @@ debs=(
   libwebkit2gtk-4.1-dev libxdo-dev libayatana-appindicator3-dev librsvg2-dev
   webkit2gtk-driver xvfb
   poppler-utils tesseract-ocr tesseract-ocr-eng tesseract-ocr-deu
+  strace
 )
 missing=()
 for p in "${debs[@]}"; do

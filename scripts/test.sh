@@ -18,7 +18,7 @@ echo "== cargo fmt --check" >&2
 cargo fmt --all -- --check
 
 echo "== cargo test" >&2
-cargo test --workspace --exclude lectern-app --locked
+cargo test --workspace --locked
 
 echo "== cargo clippy" >&2
 cargo clippy --workspace --all-targets --locked -- -D warnings

@@ -16,9 +16,13 @@ const COMMANDS: &[&str] = &[
     "get_conversation",
     "rename_conversation",
     "delete_conversation",
+    "export_conversation",
     "gpu_status",
     "library_stats",
     "models_status",
+    "model_catalog",
+    "download_model",
+    "cancel_download",
 ];
 
 fn main() {

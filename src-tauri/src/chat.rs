@@ -25,6 +25,7 @@ impl From<ConversationError> for CommandError {
             ConversationError::InvalidId(_) | ConversationError::InvalidInput(_) => "invalid_input",
             ConversationError::Corrupt { .. } => "corrupt",
             ConversationError::Io { .. } => "io",
+            ConversationError::Export { .. } => "export_failed",
         };
         CommandError {
             code: code.to_owned(),
@@ -54,6 +55,7 @@ where
 /// written; the result lists the numbered sources and which ones it cites.
 /// With a conversation id, the question and the answer are added to it.
 #[tauri::command]
+#[specta::specta]
 pub async fn ask(
     state: State<'_, AppState>,
     request: Question,
@@ -103,6 +105,7 @@ pub async fn ask(
                     }
                     AskEvent::Token { .. } if stop.load(Ordering::Relaxed) => return,
                     AskEvent::Token { text } => AnswerUpdate::Token { text },
+                    _ => return,
                 };
                 if on_event.send(update).is_err() {
                     // Nobody is reading any more: stop generating.
@@ -140,6 +143,7 @@ pub async fn ask(
 
 /// Stops the answer being written; the text so far is kept.
 #[tauri::command]
+#[specta::specta]
 pub async fn stop_answer(state: State<'_, AppState>) -> CommandResult<bool> {
     Ok(state.stop_answer())
 }
@@ -148,6 +152,7 @@ pub async fn stop_answer(state: State<'_, AppState>) -> CommandResult<bool> {
 
 /// Every conversation, most recently changed first.
 #[tauri::command]
+#[specta::specta]
 pub async fn list_conversations(
     state: State<'_, AppState>,
 ) -> CommandResult<Vec<ConversationSummaryView>> {
@@ -159,6 +164,7 @@ pub async fn list_conversations(
 /// Starts a conversation; without a title it is named from `question`, or
 /// "New conversation".
 #[tauri::command]
+#[specta::specta]
 pub async fn create_conversation(
     state: State<'_, AppState>,
     title: Option<String>,
@@ -182,6 +188,7 @@ fn new_title(title: Option<&str>, question: Option<&str>) -> String {
 
 /// A conversation with its messages and their sources.
 #[tauri::command]
+#[specta::specta]
 pub async fn get_conversation(
     state: State<'_, AppState>,
     id: String,
@@ -193,6 +200,7 @@ pub async fn get_conversation(
 
 /// Gives a conversation a new title.
 #[tauri::command]
+#[specta::specta]
 pub async fn rename_conversation(
     state: State<'_, AppState>,
     id: String,
@@ -205,8 +213,25 @@ pub async fn rename_conversation(
 
 /// Deletes a conversation; false when it was already gone.
 #[tauri::command]
+#[specta::specta]
 pub async fn delete_conversation(state: State<'_, AppState>, id: String) -> CommandResult<bool> {
     with_store(&state, move |s| s.delete(&id)).await
+}
+
+/// Saves a conversation as Markdown, with the passages it cites, at `path`
+/// (absolute, as a save dialog returns it); returns the path written.
+#[tauri::command]
+#[specta::specta]
+pub async fn export_conversation(
+    state: State<'_, AppState>,
+    id: String,
+    path: String,
+) -> CommandResult<String> {
+    with_store(&state, move |s| {
+        s.export_markdown(&id, std::path::Path::new(&path))
+    })
+    .await
+    .map(|p| p.display().to_string())
 }
 
 #[cfg(test)]

@@ -113,6 +113,7 @@ fn resolve_path(raw: &str) -> Result<PathBuf, String> {
 /// Adds files and folders to the library, streaming per-file progress.
 /// `cancel_ingest` stops it after the file being read.
 #[tauri::command]
+#[specta::specta]
 pub async fn ingest(
     state: State<'_, AppState>,
     paths: Vec<String>,
@@ -305,6 +306,7 @@ fn cancelled_summary(t: &Tracker, rejected: usize, started: Instant) -> IngestSu
 /// Stops every ingest run after the file it is reading; true when one was
 /// running.
 #[tauri::command]
+#[specta::specta]
 pub async fn cancel_ingest(state: State<'_, AppState>) -> CommandResult<bool> {
     Ok(state.cancel_ingests() > 0)
 }
@@ -313,6 +315,7 @@ pub async fn cancel_ingest(state: State<'_, AppState>) -> CommandResult<bool> {
 
 /// The library's documents, most recently indexed first.
 #[tauri::command]
+#[specta::specta]
 pub async fn documents(state: State<'_, AppState>) -> CommandResult<Vec<DocumentView>> {
     let engine = state.engine().await?;
     Ok(document_list(&engine.documents().await))
@@ -332,6 +335,7 @@ fn check_document_id(id: &str) -> CommandResult<&str> {
 
 /// Removes a document from both stores; false when it was not in the library.
 #[tauri::command]
+#[specta::specta]
 pub async fn delete_document(state: State<'_, AppState>, id: String) -> CommandResult<bool> {
     let id = check_document_id(&id)?;
     let engine = state.engine().await?;
@@ -342,6 +346,7 @@ pub async fn delete_document(state: State<'_, AppState>, id: String) -> CommandR
 /// with progress on `on_event`. A file that is gone is refused before
 /// anything is removed.
 #[tauri::command]
+#[specta::specta]
 pub async fn reindex_document(
     state: State<'_, AppState>,
     id: String,
@@ -371,6 +376,7 @@ pub async fn reindex_document(
 
 /// Searches the library: hybrid, dense or BM25, with each leg's rank.
 #[tauri::command]
+#[specta::specta]
 pub async fn search(
     state: State<'_, AppState>,
     request: SearchQuery,
@@ -399,6 +405,7 @@ pub async fn search(
 /// The compute device and live GPU readings. Works before the library has
 /// opened, so the UI can say where models will run even when opening fails.
 #[tauri::command]
+#[specta::specta]
 pub async fn gpu_status(state: State<'_, AppState>) -> CommandResult<GpuView> {
     let preference = state.device_preference();
     let mut status =
@@ -417,6 +424,7 @@ pub async fn gpu_status(state: State<'_, AppState>) -> CommandResult<GpuView> {
 
 /// How many documents and chunks the library holds.
 #[tauri::command]
+#[specta::specta]
 pub async fn library_stats(state: State<'_, AppState>) -> CommandResult<LibraryStats> {
     let engine = state.engine().await?;
     Ok(engine.stats().await?.into())
@@ -425,6 +433,7 @@ pub async fn library_stats(state: State<'_, AppState>) -> CommandResult<LibraryS
 /// The configured models and whether their files are there. Works before
 /// the library has opened (a missing embedder keeps it from opening).
 #[tauri::command]
+#[specta::specta]
 pub async fn models_status(state: State<'_, AppState>) -> CommandResult<ModelsView> {
     let config = state.config()?.clone();
     tauri::async_runtime::spawn_blocking(move || ModelsView {

@@ -5,7 +5,7 @@ use serde::Serialize;
 
 /// A failed command, as the UI receives it: a stable machine-readable code
 /// and a message for people.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, specta::Type)]
 #[serde(rename_all = "camelCase")]
 pub struct CommandError {
     /// Stable code, e.g. `not_configured`, `invalid_input`, `index`.

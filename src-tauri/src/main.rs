@@ -3,9 +3,11 @@
 //! Lectern's desktop shell: a window with the web UI in `ui/` and thin
 //! commands over `lectern-engine`.
 
+mod bindings;
 mod chat;
 mod commands;
 mod error;
+mod models;
 mod state;
 mod view;
 
@@ -36,6 +38,16 @@ fn main() {
     }
 
     let app = tauri::Builder::default()
+        // First: a second launch hands over to the running window instead of
+        // opening the library a second time (the library allows one writer).
+        .plugin(tauri_plugin_single_instance::init(|app, _args, _cwd| {
+            if let Some(window) = app.get_webview_window("main") {
+                let _ = window.unminimize();
+                let _ = window.show();
+                let _ = window.set_focus();
+            }
+        }))
+        .plugin(tauri_plugin_dialog::init())
         .manage(AppState::new(config))
         .setup(|app| {
             // Open the library and load the embedder while the window paints;
@@ -48,24 +60,7 @@ fn main() {
             });
             Ok(())
         })
-        .invoke_handler(tauri::generate_handler![
-            commands::ingest,
-            commands::cancel_ingest,
-            commands::documents,
-            commands::delete_document,
-            commands::reindex_document,
-            commands::search,
-            chat::ask,
-            chat::stop_answer,
-            chat::list_conversations,
-            chat::create_conversation,
-            chat::get_conversation,
-            chat::rename_conversation,
-            chat::delete_conversation,
-            commands::gpu_status,
-            commands::library_stats,
-            commands::models_status,
-        ])
+        .invoke_handler(bindings::builder().invoke_handler())
         .run(tauri::generate_context!());
 
     if let Err(e) = app {

@@ -16,6 +16,7 @@ pub struct AppState {
     engine: OnceCell<Arc<Engine>>,
     answering: Mutex<Option<Arc<AtomicBool>>>,
     ingesting: Mutex<Vec<Arc<AtomicBool>>>,
+    downloading: Mutex<Vec<Arc<AtomicBool>>>,
 }
 
 impl AppState {
@@ -25,6 +26,7 @@ impl AppState {
             engine: OnceCell::new(),
             answering: Mutex::new(None),
             ingesting: Mutex::new(Vec::new()),
+            downloading: Mutex::new(Vec::new()),
         }
     }
 
@@ -108,15 +110,42 @@ impl AppState {
     /// Asks every ingest run in progress to stop after its current file;
     /// returns how many were running.
     pub fn cancel_ingests(&self) -> usize {
-        match self.ingesting.lock() {
-            Ok(runs) => {
-                for flag in runs.iter() {
-                    flag.store(true, Ordering::Relaxed);
-                }
-                runs.len()
-            }
-            Err(_) => 0,
+        raise_all(&self.ingesting)
+    }
+
+    /// A cancel flag for a new model download, remembered until
+    /// `end_download`.
+    pub fn begin_download(&self) -> Arc<AtomicBool> {
+        let flag = Arc::new(AtomicBool::new(false));
+        if let Ok(mut runs) = self.downloading.lock() {
+            runs.push(flag.clone());
         }
+        flag
+    }
+
+    /// Forgets the cancel flag of a finished download.
+    pub fn end_download(&self, flag: &Arc<AtomicBool>) {
+        if let Ok(mut runs) = self.downloading.lock() {
+            runs.retain(|f| !Arc::ptr_eq(f, flag));
+        }
+    }
+
+    /// Asks every download in progress to stop; returns how many there were.
+    pub fn cancel_downloads(&self) -> usize {
+        raise_all(&self.downloading)
+    }
+}
+
+/// Sets every flag in `flags`; returns how many there were.
+fn raise_all(flags: &Mutex<Vec<Arc<AtomicBool>>>) -> usize {
+    match flags.lock() {
+        Ok(runs) => {
+            for flag in runs.iter() {
+                flag.store(true, Ordering::Relaxed);
+            }
+            runs.len()
+        }
+        Err(_) => 0,
     }
 }
 

@@ -1,6 +1,6 @@
 //! What the web UI sends and receives. These types are the UI's contract
-//! (see `ui/src/api.ts`); they are built from the engine's types so the
-//! engine can change without the UI noticing.
+//! (generated into `ui/src/bindings.ts`, see `bindings.rs`); they are built
+//! from the engine's types so the engine can change without the UI noticing.
 
 use std::path::Path;
 
@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 // ---------------------------------------------------------------- ingest
 
 /// Progress of an ingest run, streamed to the UI.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, specta::Type)]
 #[serde(tag = "kind", rename_all = "camelCase")]
 pub enum IngestUpdate {
     /// A path the user gave, before anything is read.
@@ -77,7 +77,7 @@ pub enum IngestUpdate {
 }
 
 /// The outcome of an ingest run.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, specta::Type)]
 #[serde(rename_all = "camelCase")]
 pub struct IngestSummary {
     pub indexed: usize,
@@ -93,7 +93,7 @@ pub struct IngestSummary {
 // ---------------------------------------------------------------- search
 
 /// Which retrieval to run, as the UI names it.
-#[derive(Debug, Clone, Copy, Default, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, Deserialize, specta::Type)]
 #[serde(rename_all = "lowercase")]
 pub enum Mode {
     #[default]
@@ -112,7 +112,7 @@ impl From<Mode> for SearchMode {
     }
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, specta::Type)]
 #[serde(rename_all = "camelCase")]
 pub struct SearchQuery {
     pub query: String,
@@ -127,14 +127,14 @@ fn default_limit() -> usize {
 }
 
 /// 1-based ranks of a hit in each retrieval leg.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, specta::Type)]
 #[serde(rename_all = "camelCase")]
 pub struct LegRanks {
     pub dense: Option<usize>,
     pub bm25: Option<usize>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, specta::Type)]
 #[serde(rename_all = "camelCase")]
 pub struct Hit {
     pub document: String,
@@ -170,7 +170,7 @@ impl From<SearchHit> for Hit {
     }
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, specta::Type)]
 #[serde(rename_all = "camelCase")]
 pub struct SearchResults {
     pub hits: Vec<Hit>,
@@ -179,7 +179,7 @@ pub struct SearchResults {
 
 // ---------------------------------------------------------------- ask
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, specta::Type)]
 #[serde(rename_all = "camelCase")]
 pub struct Question {
     pub question: String,
@@ -191,7 +191,7 @@ pub struct Question {
 }
 
 /// A numbered source the answer may cite.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, specta::Type)]
 #[serde(rename_all = "camelCase")]
 pub struct Source {
     pub n: usize,
@@ -245,7 +245,7 @@ impl From<&SourceRef> for Source {
 }
 
 /// Progress of an answer, streamed to the UI.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, specta::Type)]
 #[serde(tag = "kind", rename_all = "camelCase")]
 pub enum AnswerUpdate {
     /// Retrieval finished; these numbered sources go to the model.
@@ -259,7 +259,7 @@ pub enum AnswerUpdate {
     Token { text: String },
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, specta::Type)]
 #[serde(rename_all = "camelCase")]
 pub struct AnswerView {
     pub answer: String,
@@ -275,6 +275,42 @@ pub struct AnswerView {
     pub took_ms: f64,
     /// The conversation as stored after this answer, when there is one.
     pub conversation: Option<ConversationSummaryView>,
+    /// The quote check of each cited sentence.
+    pub checks: Vec<CheckView>,
+}
+
+/// How well one cited sentence is backed by the source it cites.
+#[derive(Debug, Clone, Serialize, specta::Type)]
+#[serde(rename_all = "camelCase")]
+pub struct CheckView {
+    /// The source number cited.
+    pub n: usize,
+    /// The sentence, as the answer has it.
+    pub sentence: String,
+    /// "supported", "partial", "unsupported" or "noSuchSource".
+    pub support: String,
+    /// Whether the UI should mark the citation as unsupported.
+    pub flagged: bool,
+    /// Why, in words.
+    pub reason: String,
+}
+
+impl From<&lectern_engine::CitationCheck> for CheckView {
+    fn from(c: &lectern_engine::CitationCheck) -> Self {
+        let support = match c.support {
+            lectern_engine::Support::Supported => "supported",
+            lectern_engine::Support::Partial => "partial",
+            lectern_engine::Support::Unsupported => "unsupported",
+            lectern_engine::Support::NoSuchSource => "noSuchSource",
+        };
+        CheckView {
+            n: c.n,
+            sentence: c.sentence.clone(),
+            support: support.to_owned(),
+            flagged: c.flagged,
+            reason: c.reason.clone(),
+        }
+    }
 }
 
 impl AnswerView {
@@ -284,6 +320,11 @@ impl AnswerView {
     pub fn new(answer: Answer, stopped: bool, took_ms: f64) -> Self {
         let not_in_documents = answer.sources.is_empty();
         AnswerView {
+            checks: if not_in_documents {
+                Vec::new()
+            } else {
+                answer.checks.iter().map(CheckView::from).collect()
+            },
             sources: answer.sources.iter().map(Source::from).collect(),
             answer: if not_in_documents {
                 String::new()
@@ -315,6 +356,7 @@ impl AnswerView {
             not_in_documents: true,
             took_ms,
             conversation: None,
+            checks: Vec::new(),
         }
     }
 }
@@ -322,7 +364,7 @@ impl AnswerView {
 // ---------------------------------------------------------------- conversations
 
 /// A conversation in the sidebar.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, specta::Type)]
 #[serde(rename_all = "camelCase")]
 pub struct ConversationSummaryView {
     pub id: String,
@@ -345,7 +387,7 @@ impl From<&ConversationSummary> for ConversationSummaryView {
 }
 
 /// One stored message.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, specta::Type)]
 #[serde(rename_all = "camelCase")]
 pub struct MessageView {
     /// `user` or `assistant`.
@@ -373,7 +415,7 @@ impl From<&Message> for MessageView {
 }
 
 /// A conversation with its messages.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, specta::Type)]
 #[serde(rename_all = "camelCase")]
 pub struct ConversationView {
     pub id: String,
@@ -413,7 +455,7 @@ pub fn title_from_question(question: &str) -> String {
 
 // ---------------------------------------------------------------- library
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, specta::Type)]
 #[serde(rename_all = "camelCase")]
 pub struct LibraryStats {
     pub documents: usize,
@@ -421,7 +463,7 @@ pub struct LibraryStats {
 }
 
 /// A document in the library screen.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, specta::Type)]
 #[serde(rename_all = "camelCase")]
 pub struct DocumentView {
     pub id: String,
@@ -486,7 +528,7 @@ impl From<LibraryCounts> for LibraryStats {
 // ---------------------------------------------------------------- models
 
 /// One model file or folder the configuration names.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, specta::Type)]
 #[serde(rename_all = "camelCase")]
 pub struct ModelView {
     /// What it is for: `embedder` or `llm`.
@@ -502,7 +544,7 @@ pub struct ModelView {
 }
 
 /// The models screen: where models live and whether they are there.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, specta::Type)]
 #[serde(rename_all = "camelCase")]
 pub struct ModelsView {
     pub models_dir: String,
@@ -622,7 +664,7 @@ pub fn llm_view(path: &Path) -> ModelView {
 
 // ---------------------------------------------------------------- compute
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, specta::Type)]
 #[serde(rename_all = "camelCase")]
 pub struct Field {
     pub label: String,
@@ -637,7 +679,7 @@ fn field(label: &str, value: impl Into<String>) -> Field {
 }
 
 /// The compute device and GPU readings, shaped for the UI's panel.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, specta::Type)]
 #[serde(rename_all = "camelCase")]
 pub struct GpuView {
     pub on_cpu: bool,
@@ -812,6 +854,11 @@ mod tests {
                 "stop_reason": "end_of_turn",
             }))
             .expect("generation stats"),
+            thinking: String::new(),
+            citations: Vec::new(),
+            checks: Vec::new(),
+            retrieval: Default::default(),
+            timings: Default::default(),
         }
     }
 

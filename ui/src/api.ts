@@ -1,269 +1,165 @@
-import { Channel, invoke, isTauri } from "@tauri-apps/api/core";
+/**
+ * The backend as the screens use it. Types and command calls come from
+ * `bindings.ts`, generated from the Rust commands (a test fails when it is
+ * stale); this module gives them the names the screens use and turns a
+ * command's error result into a rejected promise carrying a `CommandError`.
+ */
+import { Channel, isTauri } from "@tauri-apps/api/core";
+import {
+  commands,
+  type AnswerUpdate,
+  type AnswerView,
+  type CatalogModelView,
+  type CatalogView,
+  type CheckView,
+  type DownloadUpdate,
+  type CommandError,
+  type ConversationSummaryView,
+  type ConversationView,
+  type DocumentView,
+  type Field,
+  type GpuView,
+  type Hit,
+  type IngestSummary,
+  type IngestUpdate,
+  type LegRanks,
+  type LibraryStats,
+  type MessageView,
+  type Mode,
+  type ModelView,
+  type ModelsView,
+  type Question,
+  type SearchQuery,
+  type SearchResults,
+  type Source,
+} from "./bindings";
 
-export type SearchMode = "hybrid" | "dense" | "bm25";
-
-/** Error returned by every command: a stable code and a readable message. */
-export interface CommandError {
-  code: string;
-  message: string;
-  retryable?: boolean;
-}
-
-export type IngestEvent =
-  | { kind: "queued"; path: string; name: string; folder: boolean }
-  | { kind: "discovered"; files: number }
-  | { kind: "started"; path: string; name: string; index: number; total: number }
-  | { kind: "progress"; path: string; stage: string; done: number | null; total: number | null }
-  | { kind: "indexed"; path: string; pages: number | null; chunks: number; warnings: string[]; needsOcr: boolean }
-  | { kind: "unchanged"; path: string }
-  | { kind: "skipped"; path: string; name: string; reason: string }
-  | { kind: "failed"; path: string; reason: string }
-  | { kind: "folderDone"; path: string; indexed: number; unchanged: number; skipped: number; failed: number };
-
-export interface IngestSummary {
-  indexed: number;
-  unchanged: number;
-  skipped: number;
-  failed: number;
-  chunks: number;
-  seconds: number;
-  /** The run was cancelled; files finished before that stay indexed. */
-  cancelled: boolean;
-}
-
-export interface SearchRequest {
-  query: string;
-  mode: SearchMode;
-  limit: number;
-}
-
-export interface LegRanks {
-  dense: number | null;
-  bm25: number | null;
-}
-
-export interface SearchHit {
-  document: string;
-  path: string | null;
-  page: number | null;
-  headings: string[];
-  location: string | null;
-  score: number;
-  ranks: LegRanks;
-  bm25Score: number | null;
-  denseDistance: number | null;
-  text: string;
-}
-
-export interface SearchResponse {
-  hits: SearchHit[];
-  tookMs: number;
-}
-
-export interface AskRequest {
-  question: string;
-  mode: SearchMode;
-  conversationId: string | null;
-}
-
-export interface Source {
-  n: number;
-  document: string;
-  path: string | null;
-  page: number | null;
-  /** Where the passage is, for people ("p. 3", "slide 4"); may be empty. */
-  location: string;
-  headings: string[];
-  chunkId: string;
-  charStart: number;
-  charEnd: number;
-  /** The passage the model was given. */
-  text: string;
-  /** Final retrieval score (fused in hybrid mode). */
-  score: number;
-  ranks: LegRanks;
-  bm25Score: number | null;
-  denseDistance: number | null;
-  cited: boolean;
-}
-
-export type AskEvent =
-  | { kind: "sources"; sources: Source[]; promptTokens: number }
-  | { kind: "token"; text: string };
-
-export interface AskResponse {
-  answer: string;
-  /** Every source given to the model; `cited` marks those the answer cites. */
-  sources: Source[];
-  promptTokens: number;
-  generatedTokens: number;
-  prefillMs: number;
-  decodeMs: number;
-  stopped: boolean;
-  /** Nothing in the library matched, so no answer was written. */
-  notInDocuments: boolean;
-  tookMs: number;
-  /** The conversation as stored after this answer. */
-  conversation: ConversationSummary | null;
-}
-
-export interface ConversationSummary {
-  id: string;
-  title: string;
-  createdAt: number;
-  updatedAt: number;
-  messages: number;
-}
-
-export interface StoredMessage {
-  role: "user" | "assistant";
-  text: string;
-  sources: Source[];
-  stopped: boolean;
-  notInDocuments: boolean;
-  createdAt: number;
-}
-
-export interface Conversation {
-  id: string;
-  title: string;
-  createdAt: number;
-  updatedAt: number;
-  messages: StoredMessage[];
-}
-
-export interface DocumentInfo {
-  id: string;
-  title: string;
-  path: string;
-  fileName: string;
-  format: string;
-  pages: number;
-  chunks: number;
-  bytes: number;
-  /** Seconds since the Unix epoch. */
-  indexedAt: number;
-  warnings: string[];
-  needsOcr: boolean;
-}
-
-export interface ModelInfo {
-  role: "embedder" | "llm";
-  name: string;
-  path: string;
-  present: boolean;
-  bytes: number;
-  detail: string;
-}
-
-export interface ModelsStatus {
-  modelsDir: string;
-  dataDir: string;
-  embedder: ModelInfo;
-  llm: ModelInfo | null;
-  maxContext: number;
-  devicePreference: string;
-}
-
-export interface GpuField {
-  label: string;
-  value: string;
-}
-
-export interface GpuStatus {
-  /** True when the models run on the CPU. */
-  onCpu: boolean;
-  /** The device in use, e.g. "CPU" or "cuda:0 · NVIDIA H200". */
-  device: string;
-  /** Why that device was chosen. */
-  summary: string;
-  /** Readings worth showing at a glance. */
-  fields: GpuField[];
-  /** The full multi-line report. */
-  text: string;
-}
-
-export interface LibraryStats {
-  documents: number;
-  chunks: number;
-}
+export type {
+  CommandError,
+  IngestSummary,
+  LegRanks,
+  LibraryStats,
+  Source,
+};
+export type SearchMode = Mode;
+export type IngestEvent = IngestUpdate;
+export type SearchRequest = SearchQuery;
+export type SearchHit = Hit;
+export type SearchResponse = SearchResults;
+export type AskRequest = Question;
+export type AskEvent = AnswerUpdate;
+export type AskResponse = AnswerView;
+export type ConversationSummary = ConversationSummaryView;
+export type StoredMessage = MessageView;
+export type Conversation = ConversationView;
+export type DocumentInfo = DocumentView;
+export type ModelInfo = ModelView;
+export type ModelsStatus = ModelsView;
+export type GpuField = Field;
+export type GpuStatus = GpuView;
+export type { CatalogModelView, CatalogView, CheckView, DownloadUpdate };
 
 export const inApp = isTauri();
 
 export function asCommandError(err: unknown): CommandError {
   if (err && typeof err === "object" && "message" in err) {
-    const e = err as { code?: unknown; message?: unknown };
+    const e = err as { code?: unknown; message?: unknown; retryable?: unknown };
     return {
       code: typeof e.code === "string" ? e.code : "error",
       message: String(e.message),
+      retryable: e.retryable === true,
     };
   }
-  return { code: "error", message: String(err) };
+  return { code: "error", message: String(err), retryable: false };
+}
+
+type Result<T> = { status: "ok"; data: T } | { status: "error"; error: CommandError };
+
+/** The data of a command's result; its error becomes a rejection. */
+async function unwrap<T>(pending: Promise<Result<T>>): Promise<T> {
+  const result = await pending;
+  if (result.status === "error") throw asCommandError(result.error);
+  return result.data;
 }
 
 export function ingest(paths: string[], onEvent: (event: IngestEvent) => void): Promise<IngestSummary> {
-  const channel = new Channel<IngestEvent>(onEvent);
-  return invoke<IngestSummary>("ingest", { paths, onEvent: channel });
+  return unwrap(commands.ingest(paths, new Channel<IngestEvent>(onEvent)));
 }
 
 export function cancelIngest(): Promise<boolean> {
-  return invoke<boolean>("cancel_ingest");
+  return unwrap(commands.cancelIngest());
 }
 
 export function documents(): Promise<DocumentInfo[]> {
-  return invoke<DocumentInfo[]>("documents");
+  return unwrap(commands.documents());
 }
 
 export function deleteDocument(id: string): Promise<boolean> {
-  return invoke<boolean>("delete_document", { id });
+  return unwrap(commands.deleteDocument(id));
 }
 
 export function reindexDocument(id: string, onEvent: (event: IngestEvent) => void): Promise<IngestSummary> {
-  const channel = new Channel<IngestEvent>(onEvent);
-  return invoke<IngestSummary>("reindex_document", { id, onEvent: channel });
+  return unwrap(commands.reindexDocument(id, new Channel<IngestEvent>(onEvent)));
 }
 
 export function listConversations(): Promise<ConversationSummary[]> {
-  return invoke<ConversationSummary[]>("list_conversations");
+  return unwrap(commands.listConversations());
 }
 
 export function createConversation(question: string | null): Promise<Conversation> {
-  return invoke<Conversation>("create_conversation", { title: null, question });
+  return unwrap(commands.createConversation(null, question));
 }
 
 export function getConversation(id: string): Promise<Conversation> {
-  return invoke<Conversation>("get_conversation", { id });
+  return unwrap(commands.getConversation(id));
 }
 
 export function renameConversation(id: string, title: string): Promise<ConversationSummary> {
-  return invoke<ConversationSummary>("rename_conversation", { id, title });
+  return unwrap(commands.renameConversation(id, title));
 }
 
 export function deleteConversation(id: string): Promise<boolean> {
-  return invoke<boolean>("delete_conversation", { id });
+  return unwrap(commands.deleteConversation(id));
+}
+
+/** Writes a conversation as Markdown at `path`; resolves to the path written. */
+export function exportConversation(id: string, path: string): Promise<string> {
+  return unwrap(commands.exportConversation(id, path));
+}
+
+export function modelCatalog(): Promise<CatalogView> {
+  return unwrap(commands.modelCatalog());
+}
+
+/** Downloads a catalog model; resolves to where it was installed. */
+export function downloadModel(id: string, onEvent: (event: DownloadUpdate) => void): Promise<string> {
+  return unwrap(commands.downloadModel(id, new Channel<DownloadUpdate>(onEvent)));
+}
+
+export function cancelDownload(): Promise<boolean> {
+  return unwrap(commands.cancelDownload());
 }
 
 export function modelsStatus(): Promise<ModelsStatus> {
-  return invoke<ModelsStatus>("models_status");
+  return unwrap(commands.modelsStatus());
 }
 
 export function search(request: SearchRequest): Promise<SearchResponse> {
-  return invoke<SearchResponse>("search", { request });
+  return unwrap(commands.search(request));
 }
 
 export function ask(request: AskRequest, onEvent: (event: AskEvent) => void): Promise<AskResponse> {
-  const channel = new Channel<AskEvent>(onEvent);
-  return invoke<AskResponse>("ask", { request, onEvent: channel });
+  return unwrap(commands.ask(request, new Channel<AskEvent>(onEvent)));
 }
 
 export function stopAnswer(): Promise<boolean> {
-  return invoke<boolean>("stop_answer");
+  return unwrap(commands.stopAnswer());
 }
 
 export function gpuStatus(): Promise<GpuStatus> {
-  return invoke<GpuStatus>("gpu_status");
+  return unwrap(commands.gpuStatus());
 }
 
 export function libraryStats(): Promise<LibraryStats> {
-  return invoke<LibraryStats>("library_stats");
+  return unwrap(commands.libraryStats());
 }

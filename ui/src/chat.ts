@@ -3,11 +3,13 @@
  * streamed answers rendered as sanitized Markdown with citation chips, a
  * source panel for the cited passage and a retrieval inspector per answer.
  */
+import { save } from "@tauri-apps/plugin-dialog";
 import {
   ask,
   asCommandError,
   createConversation,
   deleteConversation,
+  exportConversation,
   getConversation,
   inApp,
   listConversations,
@@ -15,6 +17,7 @@ import {
   stopAnswer,
   type AskEvent,
   type AskResponse,
+  type CheckView,
   type ConversationSummary,
   type SearchMode,
   type Source,
@@ -22,7 +25,7 @@ import {
 } from "./api";
 import { byId, formatCount, formatScore, h } from "./dom";
 import { linkCitations, renderMarkdown } from "./markdown";
-import { errorText, formatWhen, plural, showNotice } from "./shell";
+import { errorText, formatWhen, hideNotice, plural, showNotice } from "./shell";
 
 const conversation = byId("conversation");
 const askEmpty = byId("ask-empty");
@@ -34,6 +37,7 @@ const chatTitle = byId("chat-title");
 const list = byId<HTMLUListElement>("conversation-list");
 const listEmpty = byId("conversations-empty");
 const newChat = byId<HTMLButtonElement>("new-chat");
+const exportButton = byId<HTMLButtonElement>("export-chat");
 
 let conversations: ConversationSummary[] = [];
 let currentId: string | null = null;
@@ -121,10 +125,16 @@ function answerShell(): AnswerParts {
   return { body, status, sourcesBox, inspector, meta, box };
 }
 
-function renderAnswerText(parts: AnswerParts, text: string, sources: Source[]): void {
+function renderAnswerText(parts: AnswerParts, text: string, sources: Source[], checks: CheckView[] = []): void {
   const byN = new Map(sources.map((s) => [s.n, s]));
+  const doubts = new Map<number, string>();
+  for (const c of checks) if (c.flagged && !doubts.has(c.n)) doubts.set(c.n, c.reason);
   const fragment = renderMarkdown(text);
-  linkCitations(fragment, { known: (n) => byN.has(n), cited: (n) => byN.get(n)?.cited ?? false });
+  linkCitations(fragment, {
+    known: (n) => byN.has(n),
+    cited: (n) => byN.get(n)?.cited ?? false,
+    flagged: (n) => doubts.get(n) ?? null,
+  });
   parts.body.replaceChildren(fragment);
   for (const chip of Array.from(parts.body.querySelectorAll<HTMLButtonElement>("button.cite"))) {
     const source = byN.get(Number(chip.dataset.cite));
@@ -213,10 +223,13 @@ function notInDocuments(parts: AnswerParts): void {
 
 function statsText(r: AskResponse): string {
   const parts = [plural(r.generatedTokens, "token", "tokens")];
-  if (r.decodeMs > 0 && r.generatedTokens > 1) {
-    parts.push(`${((r.generatedTokens - 1) / (r.decodeMs / 1000)).toFixed(1)} tokens/s`);
+  const decodeMs = r.decodeMs ?? 0;
+  if (decodeMs > 0 && r.generatedTokens > 1) {
+    parts.push(`${((r.generatedTokens - 1) / (decodeMs / 1000)).toFixed(1)} tokens/s`);
   }
-  parts.push(`${(r.tookMs / 1000).toFixed(1)} s`);
+  parts.push(`${((r.tookMs ?? 0) / 1000).toFixed(1)} s`);
+  const doubted = new Set(r.checks.filter((c) => c.flagged).map((c) => c.n)).size;
+  if (doubted) parts.push(`${plural(doubted, "citation", "citations")} may not be supported by the source`);
   if (r.stopped) parts.unshift("Stopped");
   return parts.join(" · ");
 }
@@ -297,6 +310,7 @@ async function runAsk(question: string, mode: SearchMode): Promise<void> {
       const created = await createConversation(question);
       currentId = created.id;
       chatTitle.textContent = created.title;
+      exportButton.hidden = false;
     }
     const response = await ask({ question, mode, conversationId: currentId }, onEvent);
     finished = true;
@@ -306,7 +320,7 @@ async function runAsk(question: string, mode: SearchMode): Promise<void> {
     if (response.notInDocuments) {
       notInDocuments(parts);
     } else {
-      renderAnswerText(parts, response.answer, response.sources);
+      renderAnswerText(parts, response.answer, response.sources, response.checks);
     }
     renderSources(parts, response.sources);
     renderInspector(parts, response.sources, response.promptTokens, mode);
@@ -464,6 +478,7 @@ async function openConversation(id: string): Promise<void> {
     const c = await getConversation(id);
     currentId = c.id;
     chatTitle.textContent = c.title;
+    exportButton.hidden = false;
     panel.hidden = true;
     showStored(c.messages);
     await refreshConversations();
@@ -475,6 +490,7 @@ async function openConversation(id: string): Promise<void> {
 
 function startNewConversation(): void {
   currentId = null;
+  exportButton.hidden = true;
   chatTitle.textContent = "New conversation";
   panel.hidden = true;
   showStored([]);
@@ -489,6 +505,44 @@ newChat.addEventListener("click", () => {
 export function newConversationShortcut(): void {
   if (!asking) startNewConversation();
 }
+
+/** A file name for the export, from the conversation's title. */
+export function exportFileName(title: string): string {
+  const safe = title
+    .replace(/[\\/:*?"<>|\u0000-\u001f]+/g, " ")
+    .replace(/\s+/g, " ")
+    .trim()
+    .slice(0, 80)
+    .trim();
+  return `${safe || "Conversation"}.md`;
+}
+
+/** Asks where to save the open conversation and writes it there as Markdown. */
+export async function exportCurrent(): Promise<void> {
+  if (currentId === null || asking) return;
+  const id = currentId;
+  let path: string | null;
+  try {
+    path = await save({
+      title: "Export conversation",
+      defaultPath: exportFileName(chatTitle.textContent ?? ""),
+      filters: [{ name: "Markdown", extensions: ["md"] }],
+    });
+  } catch (err) {
+    showNotice(`Could not open the save dialog: ${errorText(asCommandError(err))}`);
+    return;
+  }
+  if (!path) return;
+  try {
+    const written = await exportConversation(id, path);
+    showNotice(`Saved the conversation to ${written}`, "export");
+    window.setTimeout(() => hideNotice("export"), 6000);
+  } catch (err) {
+    showNotice(`Could not export: ${errorText(asCommandError(err))}`);
+  }
+}
+
+exportButton.addEventListener("click", () => void exportCurrent());
 
 export function focusQuestion(): void {
   askInput.focus();

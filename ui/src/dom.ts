@@ -52,8 +52,9 @@ export function formatCount(n: number): string {
   return integer.format(n);
 }
 
-export function formatScore(score: number): string {
-  if (!Number.isFinite(score)) return "–";
+/** A score for people; a missing or non-finite one (NaN crosses as null) is "–". */
+export function formatScore(score: number | null): string {
+  if (score === null || !Number.isFinite(score)) return "–";
   const abs = Math.abs(score);
   if (abs !== 0 && abs < 0.001) return score.toExponential(2);
   return score.toFixed(abs >= 100 ? 1 : 4);

@@ -184,7 +184,8 @@ function summaryText(s: IngestSummary): string {
   if (s.skipped) parts.push(`${formatCount(s.skipped)} skipped`);
   if (s.failed) parts.push(`${formatCount(s.failed)} failed`);
   if (s.chunks) parts.push(plural(s.chunks, "chunk", "chunks"));
-  return `${parts.join(" · ")} in ${s.seconds < 10 ? s.seconds.toFixed(1) : Math.round(s.seconds)} s`;
+  const seconds = s.seconds ?? 0;
+  return `${parts.join(" · ")} in ${seconds < 10 ? seconds.toFixed(1) : Math.round(seconds)} s`;
 }
 
 async function runIngest(paths: string[], run: () => Promise<IngestSummary>): Promise<void> {

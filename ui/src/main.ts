@@ -1,10 +1,14 @@
 import "./style.css";
 import { asCommandError, gpuStatus, inApp, libraryStats, modelsStatus, type ModelInfo } from "./api";
-import { focusQuestion, newConversationShortcut, refreshConversations } from "./chat";
+import { exportCurrent, focusQuestion, newConversationShortcut, refreshConversations } from "./chat";
 import { byId, formatCount, h } from "./dom";
 import { refreshDocuments, watchDrops } from "./library";
+import { refreshCatalog } from "./catalog";
 import { focusSearch } from "./search";
+import { initSettings } from "./settings";
 import { bus, errorText, formatBytes, hideNotice, LIBRARY_CHANGED, showNotice } from "./shell";
+
+initSettings();
 
 // ---------------------------------------------------------------- screens
 
@@ -12,7 +16,14 @@ const screens = [
   { tab: byId<HTMLButtonElement>("tab-chat"), panel: byId("screen-chat"), shown: () => focusQuestion() },
   { tab: byId<HTMLButtonElement>("tab-library"), panel: byId("screen-library"), shown: () => void refreshDocuments() },
   { tab: byId<HTMLButtonElement>("tab-search"), panel: byId("screen-search"), shown: () => focusSearch() },
-  { tab: byId<HTMLButtonElement>("tab-models"), panel: byId("screen-models"), shown: () => void refreshModels() },
+  {
+    tab: byId<HTMLButtonElement>("tab-models"),
+    panel: byId("screen-models"),
+    shown: () => {
+      void refreshModels();
+      void refreshCatalog();
+    },
+  },
 ];
 
 function selectScreen(index: number): void {
@@ -47,6 +58,9 @@ document.addEventListener("keydown", (e) => {
     e.preventDefault();
     selectScreen(0);
     newConversationShortcut();
+  } else if (key === "e") {
+    e.preventDefault();
+    void exportCurrent();
   } else if (key >= "1" && key <= "4") {
     e.preventDefault();
     selectScreen(Number(key) - 1);
@@ -134,6 +148,7 @@ async function refreshModels(): Promise<void> {
 }
 
 byId("models-refresh").addEventListener("click", () => void refreshModels());
+byId("catalog-refresh").addEventListener("click", () => void refreshCatalog());
 
 // ---------------------------------------------------------------- compute (GPU)
 

@@ -34,6 +34,8 @@ export function renderMarkdown(text: string): DocumentFragment {
 export interface CitationTarget {
   known: (n: number) => boolean;
   cited: (n: number) => boolean;
+  /** Why the quote check doubts citation `n`, or null when it does not. */
+  flagged?: (n: number) => string | null;
 }
 
 /**
@@ -63,8 +65,15 @@ export function linkCitations(root: Node, target: CitationTarget): void {
       if (known) {
         (chip as HTMLButtonElement).type = "button";
         chip.dataset.cite = String(n);
-        chip.title = `Show source ${n}`;
-        chip.setAttribute("aria-label", `Source ${n}`);
+        const doubt = target.flagged?.(n) ?? null;
+        if (doubt !== null) {
+          chip.classList.add("cite-flagged");
+          chip.title = `Source ${n} may not support this: ${doubt}`;
+          chip.setAttribute("aria-label", `Source ${n}, possibly unsupported`);
+        } else {
+          chip.title = `Show source ${n}`;
+          chip.setAttribute("aria-label", `Source ${n}`);
+        }
       } else {
         chip.title = "Unsupported: not one of the sources the model was given";
       }

@@ -69,7 +69,7 @@ searchForm.addEventListener("submit", async (e) => {
   try {
     const response = await search({ query, mode, limit: SEARCH_LIMIT });
     searchResults.replaceChildren(...response.hits.map((hit, i) => renderHit(hit, i, mode)));
-    const took = `${Math.round(response.tookMs)} ms`;
+    const took = `${Math.round(response.tookMs ?? 0)} ms`;
     searchMeta.textContent = response.hits.length
       ? `${plural(response.hits.length, "passage", "passages")} · ${mode} · ${took}`
       : `No passages matched · ${mode} · ${took}`;

@@ -39,6 +39,7 @@ function response(answer: string, extra: Partial<AskResponse> = {}): AskResponse
     notInDocuments: false,
     tookMs: 1200,
     conversation: null,
+    checks: [],
     ...extra,
   };
 }
@@ -107,6 +108,26 @@ describe("chat", () => {
     expect(panel.hidden).toBe(true);
   });
 
+  it("marks citations the quote check doubts", async () => {
+    fakeBackend({
+      create_conversation: () => conversation,
+      list_conversations: () => [],
+      ask: () =>
+        response("Water boils at 100 °C [1]. Ice is made of steel [2].", {
+          checks: [
+            { n: 1, sentence: "Water boils at 100 °C [1].", support: "supported", flagged: false, reason: "the source holds its words" },
+            { n: 2, sentence: "Ice is made of steel [2].", support: "unsupported", flagged: true, reason: "\"steel\" is not in the source" },
+          ],
+        }),
+    });
+    await import("../src/chat");
+    await ask("What is ice?");
+    const chips = Array.from(document.querySelectorAll<HTMLButtonElement>(".turn button.cite"));
+    expect(chips.map((c) => c.classList.contains("cite-flagged"))).toEqual([false, true]);
+    expect(chips[1].title).toBe('Source 2 may not support this: "steel" is not in the source');
+    expect(document.querySelector(".turn .answer-meta")?.textContent).toContain("1 citation may not be supported by the source");
+  });
+
   it("says plainly when the library has nothing on the question", async () => {
     fakeBackend({
       create_conversation: () => conversation,
@@ -137,6 +158,41 @@ describe("chat", () => {
     expect(document.querySelector(".turn .question")?.textContent).toBe("Anything?");
     const submit = document.getElementById("ask-submit") as HTMLButtonElement;
     expect(submit.textContent).toBe("Ask");
+  });
+
+  it("exports the open conversation where the save dialog says", async () => {
+    const calls = fakeBackend({
+      create_conversation: () => conversation,
+      list_conversations: () => [{ ...conversation, messages: 2 }],
+      ask: () => response("Water boils at 100 °C [1]."),
+      "plugin:dialog|save": () => "/home/me/Boiling.md",
+      export_conversation: (args) => args.path,
+    });
+    const chat = await import("../src/chat");
+    const button = document.getElementById("export-chat") as HTMLButtonElement;
+    expect(button.hidden).toBe(true);
+    await ask("When does water boil?");
+    expect(button.hidden).toBe(false);
+    button.click();
+    await settle();
+    const dialog = calls.find((c) => c.cmd === "plugin:dialog|save");
+    expect((dialog?.args.options as { defaultPath: string }).defaultPath).toBe("Boiling.md");
+    expect(calls.find((c) => c.cmd === "export_conversation")?.args).toEqual({ id: "conv-1", path: "/home/me/Boiling.md" });
+    expect(document.getElementById("notice")?.textContent).toBe("Saved the conversation to /home/me/Boiling.md");
+
+    // A cancelled dialog writes nothing.
+    calls.length = 0;
+    fakeBackend({ "plugin:dialog|save": () => null });
+    await chat.exportCurrent();
+    expect(calls.some((c) => c.cmd === "export_conversation")).toBe(false);
+  });
+
+  it("names export files from the title without path characters", async () => {
+    fakeBackend({});
+    const { exportFileName } = await import("../src/chat");
+    expect(exportFileName("Q3 report: costs/benefits?")).toBe("Q3 report costs benefits.md");
+    expect(exportFileName("  \n ")).toBe("Conversation.md");
+    expect(exportFileName("x".repeat(200))).toHaveLength(83);
   });
 
   it("lists stored conversations and reopens one with its citations", async () => {

@@ -12,7 +12,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use lectern_engine::eval::{load_corpus, load_qrels, load_queries};
 use lectern_engine::hub::{Catalog, DownloadEvent, DownloadOptions, InstallState};
 use lectern_engine::{
-    AskEvent, AskRequest, DevicePreference, Engine, EngineConfig, SearchHit, SearchMode,
+    AskEvent, AskRequest, DevicePreference, Engine, EngineConfig, Fusion, SearchHit, SearchMode,
     SearchRequest, WatchEvent,
 };
 
@@ -78,9 +78,16 @@ enum Command {
         /// Passages to retrieve.
         #[arg(long, default_value_t = 8)]
         top_k: usize,
-        /// Print the answer as JSON at the end instead of streaming.
+        /// Print the answer as JSON at the end instead of streaming: text,
+        /// citations, quote-check results, retrieval trace and timings.
         #[arg(long)]
         json: bool,
+        /// Let hybrid-thinking models reason in a <think> block first.
+        #[arg(long)]
+        think: bool,
+        /// Print the model's reasoning (to stderr while streaming).
+        #[arg(long)]
+        show_thinking: bool,
     },
     /// Evaluate retrieval quality.
     Eval {
@@ -91,6 +98,13 @@ enum Command {
     Gpu {
         #[command(subcommand)]
         cmd: GpuCmd,
+    },
+    /// Report the environment a bug report needs: OS, CPU, GPU and driver,
+    /// models, data folder and library health.
+    Doctor {
+        /// Print as JSON.
+        #[arg(long)]
+        json: bool,
     },
     /// Measure throughput.
     Bench {
@@ -154,6 +168,14 @@ struct SearchOpts {
     /// Number of hits.
     #[arg(long, default_value_t = 10)]
     top_k: usize,
+    /// Hybrid fusion: rrf, norm (score-normalised, dense weight 0.5) or
+    /// norm:<dense weight>.
+    #[arg(long, default_value = "rrf", value_parser = parse_fusion)]
+    fusion: Fusion,
+}
+
+fn parse_fusion(s: &str) -> std::result::Result<Fusion, String> {
+    s.parse()
 }
 
 #[derive(Clone, Copy, ValueEnum, PartialEq, Eq)]
@@ -197,6 +219,9 @@ enum EvalKind {
         /// Mode to evaluate, or all three.
         #[arg(long, value_enum, default_value_t = EvalMode::All)]
         mode: EvalMode,
+        /// Hybrid fusion: rrf, norm or norm:<dense weight>.
+        #[arg(long, default_value = "rrf", value_parser = parse_fusion)]
+        fusion: Fusion,
         /// Print the results as JSON.
         #[arg(long)]
         json: bool,
@@ -205,6 +230,45 @@ enum EvalKind {
 
 #[derive(Subcommand)]
 enum BenchKind {
+    /// Search latency (p50/p95 of BM25, dense and hybrid top-10) and the
+    /// dense leg's recall@10 against exact search, on a synthetic library
+    /// of N chunks (384-d vectors) written through the real write path.
+    /// A library built by an earlier run with the same size is reused.
+    Search {
+        /// Chunks in the synthetic library.
+        #[arg(long)]
+        chunks: usize,
+        /// Timed queries per mode.
+        #[arg(long, default_value_t = 200)]
+        queries: usize,
+        /// Queries whose dense results are compared with exact search.
+        #[arg(long, default_value_t = 100)]
+        recall_queries: usize,
+        /// Library folder (default: <cache>/lectern/bench/search-<N>).
+        #[arg(long)]
+        dir: Option<PathBuf>,
+        /// Hybrid fusion: rrf, norm or norm:<dense weight>.
+        #[arg(long, default_value = "rrf", value_parser = parse_fusion)]
+        fusion: Fusion,
+        /// IVF partitions probed per query (default: the library's policy).
+        #[arg(long)]
+        nprobes: Option<usize>,
+        /// Refine factor of the ANN search (default: the library's policy).
+        #[arg(long)]
+        refine: Option<u32>,
+        /// Rows from which the ANN index is built (default: the library's policy).
+        #[arg(long)]
+        ann_min_rows: Option<usize>,
+        /// Keep exact dense search (no ANN index), for comparison.
+        #[arg(long)]
+        exact: bool,
+        /// Seed of the synthetic data.
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        /// Print JSON only.
+        #[arg(long)]
+        json: bool,
+    },
     /// Embedding throughput on the first N SciFact documents (title + " " + text),
     /// the same texts and unit (tokens after truncation, special tokens
     /// included) as the sentence-transformers peer benchmark.
@@ -221,13 +285,71 @@ enum BenchKind {
         /// Texts per forward pass.
         #[arg(long, default_value_t = 32)]
         batch: usize,
+        /// Also run the sentence-transformers peer (`bench/peer.sh` in the
+        /// shared folder: `LECTERN_SHARED_DIR` or `<repo>/../shared`) before
+        /// and after, and print the ratio.
+        #[arg(long)]
+        peer: bool,
+    },
+    /// Language-model prefill and decode speed and time to first token on
+    /// a random prompt (greedy, end-of-turn ignored).
+    Llm {
+        /// The model: a .gguf file or a Qwen3 folder.
+        #[arg(long)]
+        model: PathBuf,
+        /// Prompt length in tokens.
+        #[arg(long, default_value_t = 512)]
+        prompt_tokens: usize,
+        /// Tokens to decode.
+        #[arg(long, default_value_t = 128)]
+        gen_tokens: usize,
+        /// Seed of the random prompt.
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        /// Also run llama.cpp on the same file (`peer.sh llm`) and print the ratios.
+        #[arg(long)]
+        peer: bool,
+        /// The peer benchmark script (default: bench/peer.sh in
+        /// LECTERN_SHARED_DIR, else ../shared/bench/peer.sh).
+        #[arg(long)]
+        peer_script: Option<PathBuf>,
+        /// Threads for the peer.
+        #[arg(long, default_value_t = 2)]
+        peer_threads: usize,
+        /// Print JSON only.
+        #[arg(long)]
+        json: bool,
     },
 }
 
 #[derive(Subcommand)]
 enum GpuCmd {
-    /// The device that would be used and, where NVML works, live readings.
+    /// The device that would be used, live readings of every GPU, and the
+    /// models holding GPU memory.
     Status {
+        /// Print as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Stream GPU readings and threshold events until interrupted (Ctrl-C).
+    Watch {
+        /// Print one JSON object per line: `{"type":"sample",…}` or
+        /// `{"type":"event",…}`.
+        #[arg(long)]
+        json: bool,
+        /// Time between readings, e.g. 500ms, 1s, 2m.
+        #[arg(long, default_value = "1s")]
+        interval: String,
+        /// Stop after this many readings.
+        #[arg(long)]
+        count: Option<u64>,
+    },
+    /// The language model variant that fits this machine, and the context
+    /// it can afford.
+    Recommend {
+        /// Tokens of context the model must hold.
+        #[arg(long, default_value_t = 8192)]
+        context: u32,
         /// Print as JSON.
         #[arg(long)]
         json: bool,
@@ -245,6 +367,14 @@ fn init_tracing() {
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .init();
+}
+
+/// The shared folder of benchmarks and evaluation data: `LECTERN_SHARED_DIR`,
+/// else `shared` next to the repository this binary was built from.
+fn shared_dir() -> PathBuf {
+    std::env::var_os("LECTERN_SHARED_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../../../shared")))
 }
 
 fn config(cli: &Cli) -> Result<EngineConfig> {
@@ -312,6 +442,136 @@ fn print_hits(hits: &[SearchHit]) {
     }
 }
 
+/// Prints GPU readings every `interval` and events as they happen, until
+/// interrupted or `count` readings have been printed.
+async fn gpu_watch(
+    pref: DevicePreference,
+    interval: std::time::Duration,
+    count: Option<u64>,
+    json: bool,
+) -> Result<()> {
+    use lectern_engine::gpu::{Sampler, SamplerConfig, TelemetryBackend};
+    let status = lectern_engine::gpu_status(pref)?;
+    let telemetry: Arc<dyn TelemetryBackend> =
+        Arc::from(lectern_engine::gpu::telemetry_from_env()?);
+    let config = SamplerConfig {
+        active_interval: interval,
+        idle_interval: interval,
+        ..SamplerConfig::default()
+    };
+    let events = lectern_engine::gpu::EventBus::new();
+    let rx = events.subscribe();
+    let sampler = Sampler::manual(
+        telemetry,
+        config,
+        events,
+        Arc::new(lectern_engine::gpu::SystemClock::new()),
+    );
+    if !json {
+        println!(
+            "Watching {} GPU(s) through {} every {} ms (device {}); Ctrl-C to stop.",
+            status.gpus.len(),
+            status.telemetry_backend,
+            interval.as_millis(),
+            status.selected
+        );
+        if let Some(reason) = &status.no_gpu_reason {
+            println!("No GPU readings: {reason}");
+        }
+    }
+    let mut ticker = tokio::time::interval(interval);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut taken = 0u64;
+    let mut out = std::io::stdout().lock();
+    loop {
+        ticker.tick().await;
+        let sample = sampler.sample_now();
+        if json {
+            let mut value = serde_json::to_value(&sample)?;
+            value["type"] = "sample".into();
+            writeln!(out, "{value}")?;
+        } else {
+            for g in &sample.gpus {
+                writeln!(out, "{}", watch_line(sample.at_ms, g))?;
+            }
+            if sample.gpus.is_empty() {
+                writeln!(out, "{:>8.1}s  no readings", sample.at_ms as f64 / 1000.0)?;
+            }
+        }
+        for event in rx.try_iter() {
+            if json {
+                let line = serde_json::json!({
+                    "type": "event",
+                    "at_ms": sample.at_ms,
+                    "event": event,
+                    "message": event.to_string(),
+                });
+                writeln!(out, "{line}")?;
+            } else {
+                writeln!(out, "{:>8.1}s  ! {event}", sample.at_ms as f64 / 1000.0)?;
+            }
+        }
+        out.flush()?;
+        taken += 1;
+        if count.is_some_and(|n| taken >= n) {
+            return Ok(());
+        }
+    }
+}
+
+/// One reading of one GPU on one line.
+fn watch_line(at_ms: u64, g: &lectern_engine::GpuSnapshot) -> String {
+    let na = || "n/a".to_owned();
+    let gib = |b: u64| format!("{:.2}", b as f64 / (1u64 << 30) as f64);
+    let vram = match (g.memory_used, g.memory_total) {
+        (Some(u), Some(t)) => format!(
+            "{}/{} GiB ({:.1}%)",
+            gib(u),
+            gib(t),
+            g.memory_used_fraction().unwrap_or(0.0) * 100.0
+        ),
+        _ => na(),
+    };
+    let temp = g.temperature_c.map_or_else(na, |t| format!("{t} °C"));
+    let power = match (g.power_mw, g.power_limit_mw) {
+        (Some(p), Some(l)) => format!("{:.1}/{:.1} W", p as f64 / 1000.0, l as f64 / 1000.0),
+        (Some(p), None) => format!("{:.1} W", p as f64 / 1000.0),
+        _ => na(),
+    };
+    let util = g.utilization_gpu_pct.map_or_else(na, |u| format!("{u}%"));
+    format!(
+        "{:>8.1}s  GPU {}  VRAM {vram}  {temp}  {power}  util {util}",
+        at_ms as f64 / 1000.0,
+        g.index
+    )
+}
+
+fn print_recommendation(advice: &lectern_engine::gpu::Recommendation) {
+    println!("{}.", advice.reason);
+    println!();
+    println!(
+        "{:<26} {:<7} {:>7} {:>10} {:>5} {:>9}  note",
+        "model", "format", "params", "needs", "fits", "max ctx"
+    );
+    for v in &advice.variants {
+        let note = match (&v.excluded, v.installed) {
+            (Some(why), _) => why.clone(),
+            (None, true) => "installed".to_owned(),
+            (None, false) => String::new(),
+        };
+        println!(
+            "{:<26} {:<7} {:>6.2}B {:>10} {:>5} {:>9}  {note}",
+            v.model,
+            v.format.to_string(),
+            v.parameters as f64 / 1e9,
+            lectern_engine::gpu::format_bytes(v.estimate.total),
+            if v.fits { "yes" } else { "no" },
+            v.max_context
+                .map_or_else(|| "-".to_owned(), |c| c.to_string()),
+        );
+    }
+}
+
 #[tokio::main]
 async fn main() -> Result<()> {
     init_tracing();
@@ -321,11 +581,45 @@ async fn main() -> Result<()> {
             cmd: GpuCmd::Status { json },
         } => {
             let cfg = config(&cli)?;
-            let status = lectern_engine::gpu_status(cfg.device)?;
+            let report = lectern_engine::gpu_report(cfg.device)?;
             if *json {
-                println!("{}", serde_json::to_string_pretty(&status)?);
+                println!("{}", serde_json::to_string_pretty(&report)?);
             } else {
-                print!("{}", status.render_text());
+                print!("{}", report.render_text());
+            }
+        }
+        Command::Gpu {
+            cmd:
+                GpuCmd::Watch {
+                    json,
+                    interval,
+                    count,
+                },
+        } => {
+            let cfg = config(&cli)?;
+            let interval = lectern_engine::gpu::parse_duration(interval)
+                .map_err(|e| anyhow::anyhow!("--interval: {e}"))?;
+            anyhow::ensure!(!interval.is_zero(), "--interval must be above zero");
+            gpu_watch(cfg.device, interval, *count, *json).await?;
+        }
+        Command::Gpu {
+            cmd: GpuCmd::Recommend { context, json },
+        } => {
+            let cfg = config(&cli)?;
+            let advice = lectern_engine::recommend_llm(&cfg.models_dir, cfg.device, *context)?;
+            if *json {
+                println!("{}", serde_json::to_string_pretty(&advice)?);
+            } else {
+                print_recommendation(&advice);
+            }
+        }
+        Command::Doctor { json } => {
+            let cfg = config(&cli)?;
+            let report = lectern_engine::doctor(&cfg).await;
+            if *json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                print!("{}", report.render_text());
             }
         }
         Command::Ingest { paths, json } => {
@@ -370,11 +664,14 @@ async fn main() -> Result<()> {
         Command::Search { query, opts, json } => {
             let engine = open(&cli).await?;
             let hits = engine
-                .search(&SearchRequest {
-                    query: query.clone(),
-                    mode: opts.mode.into(),
-                    top_k: opts.top_k,
-                })
+                .search_with(
+                    &SearchRequest {
+                        query: query.clone(),
+                        mode: opts.mode.into(),
+                        top_k: opts.top_k,
+                    },
+                    opts.fusion,
+                )
                 .await?;
             if *json {
                 println!("{}", serde_json::to_string_pretty(&hits)?);
@@ -390,6 +687,8 @@ async fn main() -> Result<()> {
             seed,
             top_k,
             json,
+            think,
+            show_thinking,
         } => {
             let engine = open(&cli).await?;
             let mut req = AskRequest::new(question.clone());
@@ -398,20 +697,44 @@ async fn main() -> Result<()> {
             req.generation.max_tokens = *max_tokens;
             req.generation.temperature = *temperature;
             req.generation.seed = *seed;
+            req.generation.enable_thinking = *think;
             let stream = !*json;
-            let on_event = Arc::new(move |ev: AskEvent| {
-                if let (true, AskEvent::Token { text }) = (stream, ev) {
+            let show_thinking = *show_thinking;
+            let on_event = Arc::new(move |ev: AskEvent| match ev {
+                AskEvent::Token { text } if stream => {
                     let mut out = std::io::stdout().lock();
                     let _ = out.write_all(text.as_bytes());
                     let _ = out.flush();
                 }
+                AskEvent::Thinking { text } if stream && show_thinking => {
+                    let mut err = std::io::stderr().lock();
+                    let _ = err.write_all(text.as_bytes());
+                    let _ = err.flush();
+                }
+                _ => {}
             });
             let answer = engine
                 .ask(req, on_event, Arc::new(AtomicBool::new(false)))
                 .await?;
             if *json {
-                println!("{}", serde_json::to_string_pretty(&answer)?);
+                let mut value = serde_json::to_value(&answer)?;
+                if !show_thinking {
+                    if let Some(obj) = value.as_object_mut() {
+                        obj.remove("thinking");
+                        if let Some(stats) = obj.get_mut("stats").and_then(|v| v.as_object_mut()) {
+                            stats.remove("thinking");
+                        }
+                    }
+                }
+                println!("{}", serde_json::to_string_pretty(&value)?);
             } else {
+                let flagged: Vec<_> = answer.checks.iter().filter(|c| c.flagged).collect();
+                if !flagged.is_empty() {
+                    println!("\n\nUnsupported citations:");
+                    for c in flagged {
+                        println!("  [{}] \"{}\": {}", c.n, c.sentence, c.reason);
+                    }
+                }
                 println!("\n\nSources:");
                 if answer.sources.is_empty() {
                     println!("  (no passages were found in your documents)");
@@ -429,6 +752,14 @@ async fn main() -> Result<()> {
                     answer.stats.generated_tokens as f64 * 1e3
                         / (answer.stats.decode_ms + answer.stats.prefill_ms).max(1e-9)
                 );
+                eprintln!(
+                    "retrieval {:.0} ms, prefill {:.0} ms ({:.1} tok/s), first token at {:.0} ms, decode {:.1} tok/s",
+                    answer.timings.retrieve_ms,
+                    answer.timings.prefill_ms,
+                    answer.timings.prefill_tok_s,
+                    answer.timings.first_token_ms,
+                    answer.timings.decode_tok_s
+                );
             }
         }
         Command::Eval {
@@ -438,10 +769,12 @@ async fn main() -> Result<()> {
                     queries,
                     qrels,
                     mode,
+                    fusion,
                     json,
                 },
         } => {
             let engine = open(&cli).await?;
+            engine.set_fusion(*fusion);
             let docs = load_corpus(corpus)?;
             let queries = load_queries(queries)?;
             let qrels = load_qrels(qrels)?;
@@ -464,6 +797,7 @@ async fn main() -> Result<()> {
             if *json {
                 println!("{}", serde_json::to_string_pretty(&reports)?);
             } else {
+                println!("hybrid fusion: {fusion}");
                 println!(
                     "{:<8} {:>8} {:>10} {:>11} {:>8} {:>9}",
                     "mode", "queries", "nDCG@10", "Recall@100", "MRR@10", "search s"
@@ -483,11 +817,99 @@ async fn main() -> Result<()> {
         }
         Command::Bench {
             kind:
+                BenchKind::Search {
+                    chunks,
+                    queries,
+                    recall_queries,
+                    dir,
+                    fusion,
+                    nprobes,
+                    refine,
+                    ann_min_rows,
+                    exact,
+                    seed,
+                    json,
+                },
+        } => {
+            let dir = match dir {
+                Some(d) => d.clone(),
+                None => std::env::var_os("HOME")
+                    .map(PathBuf::from)
+                    .unwrap_or_else(std::env::temp_dir)
+                    .join(".cache/lectern/bench")
+                    .join(format!("search-{chunks}")),
+            };
+            let mut ann = lectern_engine::AnnPolicy::default();
+            if let Some(n) = nprobes {
+                ann.nprobes = *n;
+            }
+            if let Some(r) = refine {
+                ann.refine_factor = *r;
+            }
+            if let Some(m) = ann_min_rows {
+                ann.min_rows = *m;
+            }
+            let opts = lectern_engine::bench_search::SearchBenchOptions {
+                dir,
+                chunks: *chunks,
+                queries: *queries,
+                recall_queries: *recall_queries,
+                fusion: *fusion,
+                ann: Some(ann),
+                exact_only: *exact,
+                seed: *seed,
+            };
+            let quiet = *json;
+            let report = lectern_engine::bench_search::bench_search(&opts, &move |line| {
+                if !quiet {
+                    eprintln!("{line}");
+                }
+            })
+            .await?;
+            if *json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                if let Some(s) = report.build_seconds {
+                    println!("built {} chunks in {s:.1} s", report.chunks);
+                }
+                println!(
+                    "vector index: {} ({} of {} rows indexed; maintenance {:.1} s; nprobes {}, refine {})",
+                    if report.index.has_index { "IVF-PQ" } else { "none (exact)" },
+                    report.index.indexed_rows,
+                    report.index.rows,
+                    report.index_seconds,
+                    report.nprobes,
+                    report.refine_factor
+                );
+                println!(
+                    "{:<12} {:>9} {:>9} {:>9}",
+                    "top-10", "p50 ms", "p95 ms", "mean ms"
+                );
+                for (name, l) in [
+                    ("bm25", report.bm25),
+                    ("dense", report.dense),
+                    ("hybrid", report.hybrid),
+                    ("exact dense", report.exact_dense),
+                ] {
+                    println!(
+                        "{name:<12} {:>9.1} {:>9.1} {:>9.1}",
+                        l.p50_ms, l.p95_ms, l.mean_ms
+                    );
+                }
+                println!(
+                    "dense recall@10 vs exact: {:.3} ({} queries); hybrid fusion {}; {} timed queries per mode",
+                    report.dense_recall_at_10, report.recall_queries, report.fusion, report.queries
+                );
+            }
+        }
+        Command::Bench {
+            kind:
                 BenchKind::Embed {
                     corpus,
                     limit,
                     max_tokens,
                     batch,
+                    peer,
                 },
         } => {
             let cfg = config(&cli)?;
@@ -497,11 +919,113 @@ async fn main() -> Result<()> {
                 .map(|d| format!("{} {}", d.title, d.text))
                 .collect();
             let (max_tokens, batch) = (*max_tokens, *batch);
-            let report = tokio::task::spawn_blocking(move || {
-                lectern_engine::bench::bench_embed(&cfg, &texts, max_tokens, batch)
+            if *peer {
+                let script = shared_dir().join("bench").join("peer.sh");
+                let report = tokio::task::spawn_blocking(move || {
+                    lectern_engine::bench::compare_embed(&cfg, &script, &texts, max_tokens, batch)
+                })
+                .await??;
+                eprintln!(
+                    "lectern {:.1} tokens/s, peer {:.1} before and {:.1} after: ratio {:.2}",
+                    report.lectern.tokens_per_s,
+                    report.peer_before.tokens_per_s,
+                    report.peer_after.tokens_per_s,
+                    report.ratio
+                );
+                println!("{}", serde_json::to_string(&report)?);
+            } else {
+                let report = tokio::task::spawn_blocking(move || {
+                    lectern_engine::bench::bench_embed(&cfg, &texts, max_tokens, batch)
+                })
+                .await??;
+                println!("{}", serde_json::to_string(&report)?);
+            }
+        }
+        Command::Bench {
+            kind:
+                BenchKind::Llm {
+                    model,
+                    prompt_tokens,
+                    gen_tokens,
+                    seed,
+                    peer,
+                    peer_script,
+                    peer_threads,
+                    json,
+                },
+        } => {
+            let cfg = config(&cli)?;
+            let peer_script = peer_script.clone().unwrap_or_else(|| {
+                std::env::var_os("LECTERN_SHARED_DIR")
+                    .map(PathBuf::from)
+                    .unwrap_or_else(|| PathBuf::from("../shared"))
+                    .join("bench")
+                    .join("peer.sh")
+            });
+            if *peer && !peer_script.is_file() {
+                anyhow::bail!(
+                    "peer benchmark script not found at {} (pass --peer-script or set LECTERN_SHARED_DIR)",
+                    peer_script.display()
+                );
+            }
+            let opts = lectern_engine::bench_llm::LlmBenchOptions {
+                model: model.clone(),
+                prompt_tokens: *prompt_tokens,
+                gen_tokens: *gen_tokens,
+                seed: *seed,
+            };
+            let ours = tokio::task::spawn_blocking(move || {
+                lectern_engine::bench_llm::bench_llm(&cfg, &opts)
             })
             .await??;
-            println!("{}", serde_json::to_string(&report)?);
+            let comparison = if *peer {
+                let (script, model, threads, ours) =
+                    (peer_script, model.clone(), *peer_threads, ours.clone());
+                Some(
+                    tokio::task::spawn_blocking(move || {
+                        lectern_engine::bench_llm::run_peer(&script, &ours, &model, threads)
+                    })
+                    .await??,
+                )
+            } else {
+                None
+            };
+            if *json {
+                let value = serde_json::json!({ "lectern": ours, "peer": comparison });
+                println!("{}", serde_json::to_string(&value)?);
+            } else {
+                println!(
+                    "lectern    prefill {:>8.1} tok/s   decode {:>7.2} tok/s   first token {:>7.3} s   ({} prompt, {} generated, {}, load {:.1} s)",
+                    ours.prefill_tok_s,
+                    ours.decode_tok_s,
+                    ours.ttft_s,
+                    ours.prompt_tokens,
+                    ours.gen_tokens,
+                    ours.device,
+                    ours.load_s
+                );
+                if let Some(c) = &comparison {
+                    let f = |k: &str| c.peer.get(k).and_then(|v| v.as_f64()).unwrap_or(f64::NAN);
+                    println!(
+                        "llama.cpp  prefill {:>8.1} tok/s   decode {:>7.2} tok/s   first token {:>7.3} s   ({} threads)",
+                        f("prefill_tok_s"),
+                        f("decode_tok_s"),
+                        f("ttft_s"),
+                        *peer_threads
+                    );
+                    let r = |v: Option<f64>| v.map(|v| format!("{v:.2}x")).unwrap_or("n/a".into());
+                    println!(
+                        "ratio      prefill {}   decode {}   first token {} (lectern / llama.cpp; first token: llama.cpp time / lectern time)",
+                        r(c.prefill_ratio),
+                        r(c.decode_ratio),
+                        r(c.ttft_ratio)
+                    );
+                }
+                println!(
+                    "{}",
+                    serde_json::json!({ "lectern": ours, "peer": comparison })
+                );
+            }
         }
         Command::Delete { target } => {
             let engine = open(&cli).await?;

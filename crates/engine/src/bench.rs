@@ -63,3 +63,141 @@ pub fn bench_embed(
             .unwrap_or(1),
     })
 }
+
+/// One run of the sentence-transformers peer benchmark (`peer.sh embed`).
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
+pub struct PeerEmbed {
+    /// Texts embedded.
+    pub texts: usize,
+    /// Tokens after truncation, special tokens included.
+    pub tokens: usize,
+    /// Wall time of the timed run.
+    pub seconds: f64,
+    /// Tokens per second.
+    pub tokens_per_s: f64,
+}
+
+/// Lectern and the peer measured in one run on the same texts.
+#[derive(Debug, Clone, Serialize)]
+pub struct EmbedComparison {
+    /// Lectern's run.
+    pub lectern: EmbedBench,
+    /// The peer run just before Lectern's.
+    pub peer_before: PeerEmbed,
+    /// The peer run just after Lectern's.
+    pub peer_after: PeerEmbed,
+    /// Lectern's tokens/s over the mean of the two peer runs.
+    pub ratio: f64,
+}
+
+/// Runs `script embed` (the peer benchmark, `peer.sh` in the shared bench
+/// folder) with the same texts and settings, and reads the JSON object on the
+/// last line of its output.
+pub fn peer_embed(
+    script: &std::path::Path,
+    limit: usize,
+    max_tokens: usize,
+    batch_size: usize,
+) -> Result<PeerEmbed, EngineError> {
+    if !script.is_file() {
+        return Err(EngineError::NotConfigured(format!(
+            "peer benchmark script not found at {} (set LECTERN_SHARED_DIR to the folder holding bench/peer.sh)",
+            script.display()
+        )));
+    }
+    let output = std::process::Command::new("bash")
+        .arg(script)
+        .arg("embed")
+        .args(["--limit", &limit.to_string()])
+        .args(["--max-tokens", &max_tokens.to_string()])
+        .args(["--batch", &batch_size.to_string()])
+        .stderr(std::process::Stdio::inherit())
+        .output()
+        .map_err(|e| EngineError::Internal(format!("cannot run {}: {e}", script.display())))?;
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    if !output.status.success() {
+        return Err(EngineError::Internal(format!(
+            "{} failed ({}): {}",
+            script.display(),
+            output.status,
+            stdout.trim()
+        )));
+    }
+    let last = stdout
+        .lines()
+        .rev()
+        .find(|l| !l.trim().is_empty())
+        .unwrap_or("");
+    serde_json::from_str(last).map_err(|e| {
+        EngineError::Internal(format!(
+            "unexpected output from {}: {e}: {last:?}",
+            script.display()
+        ))
+    })
+}
+
+/// Peer, Lectern, peer again, on the same texts: the ratio compares Lectern
+/// with the mean of the peer runs on either side of it, so a change in the
+/// machine's load during the run shows up in the two peer numbers.
+pub fn compare_embed(
+    config: &EngineConfig,
+    script: &std::path::Path,
+    texts: &[String],
+    max_tokens: usize,
+    batch_size: usize,
+) -> Result<EmbedComparison, EngineError> {
+    let peer_before = peer_embed(script, texts.len(), max_tokens, batch_size)?;
+    let lectern = bench_embed(config, texts, max_tokens, batch_size)?;
+    let peer_after = peer_embed(script, texts.len(), max_tokens, batch_size)?;
+    if peer_before.tokens != lectern.tokens {
+        tracing::warn!(
+            peer = peer_before.tokens,
+            lectern = lectern.tokens,
+            "peer and Lectern counted different token totals"
+        );
+    }
+    let peer_mean = (peer_before.tokens_per_s + peer_after.tokens_per_s) / 2.0;
+    Ok(EmbedComparison {
+        ratio: lectern.tokens_per_s / peer_mean,
+        lectern,
+        peer_before,
+        peer_after,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_missing_peer_script_is_reported_by_path() {
+        let err = peer_embed(
+            std::path::Path::new("/nonexistent/bench/peer.sh"),
+            10,
+            256,
+            32,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("/nonexistent/bench/peer.sh"), "{err}");
+        assert!(err.contains("LECTERN_SHARED_DIR"), "{err}");
+    }
+
+    #[test]
+    fn the_peer_result_is_read_from_the_last_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let script = dir.path().join("peer.sh");
+        std::fs::write(
+            &script,
+            "echo installing >&2\necho 'some chatter'\necho '{\"peer\": \"x\", \"texts\": 3, \"tokens\": 40, \"seconds\": 2.0, \"tokens_per_s\": 20.0}'\n",
+        )
+        .unwrap();
+        let r = peer_embed(&script, 3, 256, 32).unwrap();
+        assert_eq!((r.texts, r.tokens), (3, 40));
+        assert!((r.tokens_per_s - 20.0).abs() < 1e-9);
+
+        std::fs::write(&script, "echo broken; exit 3\n").unwrap();
+        let err = peer_embed(&script, 3, 256, 32).unwrap_err().to_string();
+        assert!(err.contains("failed"), "{err}");
+    }
+}

@@ -54,6 +54,14 @@ pub enum ConversationError {
         /// The underlying error.
         source: Arc<std::io::Error>,
     },
+    /// Writing an exported conversation failed.
+    #[error("could not write {path}: {source}")]
+    Export {
+        /// The file asked for.
+        path: PathBuf,
+        /// The underlying error.
+        source: Arc<std::io::Error>,
+    },
 }
 
 impl ConversationError {
@@ -71,9 +79,9 @@ impl From<ConversationError> for EngineError {
             ConversationError::NotFound(_)
             | ConversationError::InvalidId(_)
             | ConversationError::InvalidInput(_) => EngineError::InvalidInput(err.to_string()),
-            ConversationError::Corrupt { .. } | ConversationError::Io { .. } => {
-                EngineError::Internal(err.to_string())
-            }
+            ConversationError::Corrupt { .. }
+            | ConversationError::Io { .. }
+            | ConversationError::Export { .. } => EngineError::Internal(err.to_string()),
         }
     }
 }

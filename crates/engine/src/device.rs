@@ -12,19 +12,28 @@
 //!   allocates its estimated working memory on the simulated GPU, so the
 //!   simulator's fault script drives the same recovery a real CUDA
 //!   out-of-memory error would.
+//! * Each batch is sized and paced by a [`BatchPacer`]: on the GPU from
+//!   free memory and the measured per-item cost, on the CPU by throughput.
+//!   Ingestion is background work: while the GPU is at its temperature
+//!   limit it pauses ([`GpuEvent::BackgroundPaused`]) and from the warning
+//!   temperature or above the power limit its batches shrink. Answers never
+//!   wait for it.
 //! * Language model loads ask the manager for a reservation sized from the
 //!   checkpoint (weights + KV cache for the context + activations + margin)
-//!   and load on the CPU when the manager says so.
+//!   and load on the CPU when the manager says so. A timer unloads models
+//!   left idle past [`IDLE_UNLOAD_ENV_VAR`] (default 10 minutes).
 
 use std::path::Path;
 use std::sync::mpsc::Receiver;
 use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
 
 use lectern_gpu::{
-    ActiveGuard, Admission, DeviceKind, DevicePreference, EventBus, GpuError, GpuEvent, GpuManager,
-    GpuStatus, InUse, ManagerConfig, ModelFootprint, ModelKind, ModelRequest, RecoveryError,
-    RecoveryPolicy, Reservation, Sample, Sampler, SamplerConfig, Target, TelemetryBackend,
-    WorkError,
+    ActiveGuard, Admission, BatchPacer, DeviceKind, DevicePreference, EventBus, GpuError, GpuEvent,
+    GpuManager, GpuReport, GpuStatus, IdleReaper, InUse, LlmCandidate, LlmShape, ManagerConfig,
+    MemoryBudget, ModelFootprint, ModelKind, ModelRequest, PacedHooks, Priority, Recommendation,
+    RecoveryError, RecoveryPolicy, Reservation, Sample, Sampler, SamplerConfig, Target,
+    TelemetryBackend, WeightFormat, WorkError,
 };
 use lectern_models::{Embedder, EmbedderConfig, Llm, ModelError, Qwen3Config};
 
@@ -37,8 +46,46 @@ const EMBED_TOKENS: u64 = 512;
 /// (hidden states, attention projections, the 4× feed-forward layer).
 const EMBED_ACTIVATION_FACTOR: u64 = 8;
 
+/// Environment variable that sets how long a model may sit unused before
+/// it is unloaded, e.g. `90s`, `10m` (default 10 minutes); `0` or `off`
+/// keeps models loaded.
+pub const IDLE_UNLOAD_ENV_VAR: &str = "LECTERN_IDLE_UNLOAD";
+
+/// How long background work waits at a time while the GPU is too hot.
+const THERMAL_PAUSE: Duration = Duration::from_millis(500);
+
 /// The cached language model, shared with the manager's unloader.
 pub(crate) type LlmSlot = Arc<Mutex<Option<Llm>>>;
+
+/// A batch's vectors and the GPU memory it was seen to use.
+type MeasuredBatch = (Vec<Vec<f32>>, Option<u64>);
+
+/// Waits out a thermal pause.
+type Sleeper = Arc<dyn Fn(Duration) + Send + Sync>;
+
+/// The idle timeout from [`IDLE_UNLOAD_ENV_VAR`]: `None` when models stay
+/// loaded.
+fn idle_timeout_from_env() -> Result<Option<Duration>, EngineError> {
+    let default = ManagerConfig::default().idle_timeout;
+    match std::env::var(IDLE_UNLOAD_ENV_VAR) {
+        Err(_) => Ok(Some(default)),
+        Ok(text) => {
+            let text = text.trim();
+            if text.is_empty() {
+                return Ok(Some(default));
+            }
+            if text.eq_ignore_ascii_case("off") {
+                return Ok(None);
+            }
+            let timeout = lectern_gpu::parse_duration(text).map_err(|message| {
+                EngineError::Gpu(GpuError::InvalidConfig(format!(
+                    "{IDLE_UNLOAD_ENV_VAR}: {message}"
+                )))
+            })?;
+            Ok((!timeout.is_zero()).then_some(timeout))
+        }
+    }
+}
 
 /// Telemetry, sampler, event bus and memory manager for one engine.
 pub(crate) struct GpuSide {
@@ -49,6 +96,8 @@ pub(crate) struct GpuSide {
     status: GpuStatus,
     cpu_embedder: Mutex<Option<Arc<Embedder>>>,
     llm_reservation: Arc<Mutex<Option<Reservation>>>,
+    _reaper: Option<IdleReaper>,
+    sleep: Sleeper,
 }
 
 impl std::fmt::Debug for GpuSide {
@@ -66,14 +115,20 @@ impl GpuSide {
     /// `pref` and starts the sampler. Fails only when an explicitly
     /// requested device is unavailable.
     pub(crate) fn open(pref: DevicePreference) -> Result<Self, EngineError> {
+        let idle = idle_timeout_from_env()?;
         let telemetry: Arc<dyn TelemetryBackend> = Arc::from(lectern_gpu::probe_telemetry());
         let status = lectern_gpu::status(pref, lectern_models::capabilities(), telemetry.as_ref())?;
-        Ok(Self::from_parts(telemetry, status))
+        Ok(Self::from_parts(telemetry, status, idle))
     }
 
     /// The GPU side for a device already selected in `status`, observed
-    /// through `telemetry`.
-    fn from_parts(telemetry: Arc<dyn TelemetryBackend>, status: GpuStatus) -> Self {
+    /// through `telemetry`, unloading models idle for `idle` (never with
+    /// `None`).
+    fn from_parts(
+        telemetry: Arc<dyn TelemetryBackend>,
+        status: GpuStatus,
+        idle: Option<Duration>,
+    ) -> Self {
         let events = EventBus::new();
         let sampler =
             match Sampler::start(telemetry.clone(), SamplerConfig::default(), events.clone()) {
@@ -83,12 +138,18 @@ impl GpuSide {
                     None
                 }
             };
-        let manager = GpuManager::new(
-            telemetry.clone(),
-            status.selected,
-            ManagerConfig::default(),
-            events.clone(),
-        );
+        let config = ManagerConfig {
+            idle_timeout: idle.unwrap_or(Duration::MAX),
+            ..ManagerConfig::default()
+        };
+        let manager = GpuManager::new(telemetry.clone(), status.selected, config, events.clone());
+        let reaper = idle.and_then(|timeout| {
+            let every = (timeout / 4).clamp(Duration::from_millis(10), Duration::from_secs(30));
+            manager
+                .start_idle_reaper(every)
+                .map_err(|error| tracing::warn!(%error, "idle model timer did not start"))
+                .ok()
+        });
         Self {
             telemetry,
             events,
@@ -97,7 +158,16 @@ impl GpuSide {
             status,
             cpu_embedder: Mutex::new(None),
             llm_reservation: Arc::new(Mutex::new(None)),
+            _reaper: reaper,
+            sleep: Arc::new(std::thread::sleep),
         }
+    }
+
+    /// The device status with fresh readings, and what the manager holds.
+    pub(crate) fn report(&self) -> GpuReport {
+        let mut status = self.status.clone();
+        status.gpus = self.telemetry.snapshots();
+        GpuReport::new(status, &self.manager)
     }
 
     /// The device selection and GPU readings taken at open.
@@ -137,42 +207,74 @@ impl GpuSide {
         Ok(embedder)
     }
 
-    /// Embeds `texts` as passages in batches of the embedder's batch size,
-    /// recovering from out-of-memory errors and device loss.
+    /// Embeds `texts` as passages for work of `priority`, in batches a
+    /// [`BatchPacer`] sizes, recovering from out-of-memory errors and
+    /// device loss, and pausing background work while the GPU is too hot.
     pub(crate) fn embed_passages(
         &self,
         embedder: &Arc<Embedder>,
         texts: &[String],
+        priority: Priority,
     ) -> Result<Vec<Vec<f32>>, EngineError> {
         let _active = self.active();
         let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
         let per_item = (embedder.dim() as u64)
             .saturating_mul(4 * EMBED_TOKENS * EMBED_ACTIVATION_FACTOR)
             .max(1);
+        let mut pacer = BatchPacer::new(priority, embedder.batch_size(), per_item, THERMAL_PAUSE);
+        // Work on the CPU is sized by throughput from the start; a
+        // simulated GPU is exercised even when the build cannot use it.
+        let start = if self.device() == DeviceKind::Cpu && self.telemetry.as_simulated().is_none() {
+            Target::Cpu
+        } else {
+            Target::Gpu
+        };
+        let index = match self.device() {
+            DeviceKind::Cuda(index) => u32::try_from(index).unwrap_or(0),
+            DeviceKind::Metal | DeviceKind::Cpu => 0,
+        };
+        let mut snapshot = || self.telemetry.snapshot(index).ok();
+        let sleep = self.sleep.clone();
+        let mut sleep = move |pause: Duration| sleep(pause);
+        let mut free_caches = || {
+            let unloaded = self.manager.unload_idle();
+            tracing::info!(?unloaded, "freed idle models before retrying a batch");
+        };
         let policy = RecoveryPolicy::new().with_events(self.events.clone());
-        let result = policy.map_batches(
+        let result = policy.map_batches_paced(
             &refs,
-            embedder.batch_size(),
-            || {
-                let unloaded = self.manager.unload_idle();
-                tracing::info!(?unloaded, "freed idle models before retrying a batch");
+            start,
+            &mut pacer,
+            PacedHooks {
+                snapshot: &mut snapshot,
+                sleep: &mut sleep,
+                free_caches: &mut free_caches,
+                events: Some(&self.events),
             },
             |batch, target| match target {
-                Target::Gpu => self.embed_batch_on_device(embedder, batch, per_item),
+                Target::Gpu => self.embed_batch_on_device(embedder, batch, per_item, index),
                 Target::Cpu => {
                     let cpu = self.cpu_embedder(embedder).map_err(WorkError::Failed)?;
-                    cpu.embed_passages(batch).map_err(classify_model_error)
+                    let vectors = cpu.embed_passages(batch).map_err(classify_model_error)?;
+                    Ok((vectors, None))
                 }
             },
         );
         match result {
-            Ok(done) => {
+            Ok((done, pace)) => {
                 if !done.steps.is_empty() {
                     tracing::warn!(
                         steps = done.steps.len(),
                         batch = done.batch,
                         target = ?done.target,
                         "embedding recovered from GPU memory pressure"
+                    );
+                }
+                if pace.pauses > 0 {
+                    tracing::info!(
+                        pauses = pace.pauses,
+                        waited_ms = pace.waited.as_millis(),
+                        "embedding waited for the GPU to cool"
                     );
                 }
                 Ok(done.value)
@@ -185,25 +287,37 @@ impl GpuSide {
         }
     }
 
-    /// One batch on the selected device. With simulated telemetry the
-    /// batch's working memory is allocated on the simulated GPU for the
-    /// duration of the batch, so its faults apply.
+    /// One batch on the selected device, with the GPU memory it was seen
+    /// to use. With simulated telemetry the batch's working memory is
+    /// allocated on the simulated GPU for the duration of the batch, so its
+    /// faults apply; on a real GPU the growth of used memory is measured.
     fn embed_batch_on_device(
         &self,
         embedder: &Embedder,
         batch: &[&str],
         per_item: u64,
-    ) -> Result<Vec<Vec<f32>>, WorkError<EngineError>> {
+        index: u32,
+    ) -> Result<MeasuredBatch, WorkError<EngineError>> {
         let sim = self.telemetry.as_simulated();
         let bytes = per_item.saturating_mul(batch.len() as u64);
         if let Some(sim) = sim {
             sim.allocate(bytes).map_err(classify_gpu_error)?;
-        }
-        let result = embedder.embed_passages(batch).map_err(classify_model_error);
-        if let Some(sim) = sim {
+            let result = embedder.embed_passages(batch).map_err(classify_model_error);
             sim.free(bytes);
+            return result.map(|vectors| (vectors, Some(bytes)));
         }
-        result
+        let used =
+            |snapshot: Option<lectern_gpu::GpuSnapshot>| snapshot.and_then(|s| s.memory_used);
+        let before = used(self.telemetry.snapshot(index).ok());
+        let vectors = embedder
+            .embed_passages(batch)
+            .map_err(classify_model_error)?;
+        let after = used(self.telemetry.snapshot(index).ok());
+        let grown = match (before, after) {
+            (Some(before), Some(after)) if after > before => Some(after - before),
+            _ => None,
+        };
+        Ok((vectors, grown))
     }
 
     /// Drops the reservation of the cached language model.
@@ -364,6 +478,103 @@ pub(crate) fn llm_footprint(path: &Path, context: usize) -> Result<ModelFootprin
     })
 }
 
+/// The device `pref` selects, fresh readings of every GPU, and the models
+/// this process holds in GPU memory (none until an engine loads some),
+/// with the idle timeout from [`IDLE_UNLOAD_ENV_VAR`].
+pub fn gpu_report(pref: DevicePreference) -> Result<GpuReport, EngineError> {
+    Ok(GpuSide::open(pref)?.report())
+}
+
+/// The language model candidates in the built-in catalog (test models
+/// with random weights left out), with whether each is installed under
+/// `models_dir`.
+pub fn llm_candidates(models_dir: &Path) -> Vec<LlmCandidate> {
+    let catalog = lectern_hub::Catalog::builtin();
+    catalog
+        .models
+        .iter()
+        .filter(|m| m.kind == lectern_hub::ModelKind::Llm)
+        .filter(|m| m.params.get("weights").and_then(|w| w.as_str()) != Some("random"))
+        .filter_map(|m| {
+            let p = &m.params;
+            let n = |key: &str| {
+                p.get(key)
+                    .and_then(serde_json::Value::as_u64)
+                    .and_then(|v| u32::try_from(v).ok())
+            };
+            let shape = LlmShape {
+                hidden_size: n("hidden_size")?,
+                intermediate_size: n("intermediate_size")?,
+                layers: n("num_hidden_layers")?,
+                heads: n("num_attention_heads")?,
+                kv_heads: n("num_key_value_heads")?,
+                head_dim: n("head_dim")?,
+                vocab_size: n("vocab_size")?,
+                tied_embeddings: p
+                    .get("tie_word_embeddings")
+                    .and_then(serde_json::Value::as_bool)
+                    .unwrap_or(false),
+                max_context: n("context_length")?,
+            };
+            let formats = match p.get("quantization").and_then(|q| q.as_str()) {
+                Some("Q8_0") => vec![WeightFormat::Q8_0],
+                Some("Q4_K_M") => vec![WeightFormat::Q4KM],
+                Some(_) => return None,
+                None => vec![WeightFormat::Bf16, WeightFormat::Q8_0, WeightFormat::Q4KM],
+            };
+            Some(LlmCandidate {
+                model: m.id.clone(),
+                shape,
+                formats,
+                installed: matches!(
+                    m.install_state(models_dir),
+                    lectern_hub::InstallState::Installed { .. }
+                ),
+            })
+        })
+        .collect()
+}
+
+/// The memory a language model may plan with on the device `pref`
+/// selects: what the GPU manager would admit now on a CUDA GPU, otherwise
+/// half of the system memory available.
+pub fn llm_budget(pref: DevicePreference) -> Result<MemoryBudget, EngineError> {
+    let telemetry: Arc<dyn TelemetryBackend> = Arc::from(lectern_gpu::probe_telemetry());
+    let status = lectern_gpu::status(pref, lectern_models::capabilities(), telemetry.as_ref())?;
+    if matches!(status.selected, DeviceKind::Cuda(_)) {
+        let manager = GpuManager::new(
+            telemetry,
+            status.selected,
+            ManagerConfig::default(),
+            EventBus::new(),
+        );
+        match manager.available_bytes() {
+            Ok(bytes) => return Ok(MemoryBudget::Gpu { bytes }),
+            Err(error) => tracing::warn!(%error, "GPU memory unknown; planning for the CPU"),
+        }
+    }
+    let host = lectern_gpu::HostInfo::detect();
+    let available = host.memory_available.or(host.memory_total).unwrap_or(0);
+    Ok(MemoryBudget::Cpu {
+        bytes: available / 2,
+    })
+}
+
+/// Recommends the language model for this machine: the largest catalog
+/// variant that fits the memory of the device `pref` selects with
+/// `context` tokens, and the context it can afford.
+pub fn recommend_llm(
+    models_dir: &Path,
+    pref: DevicePreference,
+    context: u32,
+) -> Result<Recommendation, EngineError> {
+    Ok(lectern_gpu::recommend_llm(
+        &llm_candidates(models_dir),
+        llm_budget(pref)?,
+        context,
+    ))
+}
+
 impl Engine {
     /// Recent GPU readings (up to the last 100), oldest first, for charts.
     /// Empty when no GPU is observed.
@@ -387,26 +598,36 @@ impl Engine {
         self.gpu_side.events.on_event(callback);
     }
 
-    /// Embeds passages through the GPU manager on a blocking thread: in
-    /// batches of the embedder's batch size, recovering from out-of-memory
-    /// errors (free caches, halve the batch, move to the CPU) and from a
-    /// lost GPU. Returns one vector per text, in order.
+    /// Embeds passages through the GPU manager on a blocking thread, as
+    /// background work (ingestion): in batches sized from free GPU memory
+    /// (or by throughput on the CPU), recovering from out-of-memory errors
+    /// (free caches, halve the batch, move to the CPU) and from a lost
+    /// GPU, pausing while the GPU is at its temperature limit. Returns one
+    /// vector per text, in order.
     pub async fn embed_passages_managed(
         &self,
         texts: Vec<String>,
     ) -> Result<Vec<Vec<f32>>, EngineError> {
         let side = self.gpu_side.clone();
         let embedder = self.embedder.clone();
-        tokio::task::spawn_blocking(move || side.embed_passages(&embedder, &texts))
-            .await
-            .map_err(EngineError::join)?
+        tokio::task::spawn_blocking(move || {
+            side.embed_passages(&embedder, &texts, Priority::Background)
+        })
+        .await
+        .map_err(EngineError::join)?
+    }
+
+    /// The device, fresh GPU readings, and the models holding GPU memory,
+    /// for `lectern gpu status` and the app's GPU panel.
+    pub fn gpu_report(&self) -> GpuReport {
+        self.gpu_side.report()
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use lectern_gpu::{Capabilities, SimulatedGpu};
+    use lectern_gpu::{Capabilities, ManualClock, SimulatedGpu};
 
     fn models_dir() -> std::path::PathBuf {
         std::env::var_os("LECTERN_MODELS_DIR")
@@ -420,7 +641,11 @@ mod tests {
     /// A GPU side whose device is CUDA GPU 0 of a simulated GPU.
     fn simulated_cuda(options: &str) -> GpuSide {
         let sim = SimulatedGpu::new(options.parse().expect("simulator options"));
-        let telemetry: Arc<dyn TelemetryBackend> = Arc::new(sim);
+        side_on(Arc::new(sim), None)
+    }
+
+    /// A GPU side whose device is CUDA GPU 0 of `telemetry`.
+    fn side_on(telemetry: Arc<dyn TelemetryBackend>, idle: Option<Duration>) -> GpuSide {
         let caps = Capabilities {
             cuda: true,
             metal: false,
@@ -428,7 +653,183 @@ mod tests {
         let status = lectern_gpu::status(DevicePreference::Auto, caps, telemetry.as_ref())
             .expect("auto never fails");
         assert_eq!(status.selected, DeviceKind::Cuda(0));
-        GpuSide::from_parts(telemetry, status)
+        GpuSide::from_parts(telemetry, status, idle)
+    }
+
+    fn embedder() -> Arc<Embedder> {
+        let cpu = lectern_models::candle_device(&DeviceKind::Cpu).unwrap();
+        let config = EmbedderConfig::new(models_dir().join("all-MiniLM-L6-v2"));
+        Arc::new(Embedder::load(config, &cpu).expect("the test embedder loads"))
+    }
+
+    fn passages(n: usize) -> Vec<String> {
+        (0..n)
+            .map(|i| format!("Passage {i} about {} things.", "many ".repeat(i % 5)))
+            .collect()
+    }
+
+    fn assert_close(expected: &[Vec<f32>], got: &[Vec<f32>]) {
+        assert_eq!(expected.len(), got.len());
+        for (a, b) in expected.iter().zip(got) {
+            let worst = a
+                .iter()
+                .zip(b)
+                .map(|(x, y)| (x - y).abs())
+                .fold(0.0f32, f32::max);
+            assert!(worst < 1e-4, "vectors differ by {worst}");
+        }
+    }
+
+    fn kinds(events: &Receiver<GpuEvent>) -> Vec<String> {
+        events
+            .try_iter()
+            .map(|e| {
+                serde_json::to_value(&e).unwrap()["type"]
+                    .as_str()
+                    .unwrap()
+                    .to_owned()
+            })
+            .collect()
+    }
+
+    #[test]
+    fn ingestion_pauses_during_a_hot_spell_and_resumes_while_answers_never_wait() {
+        let clock = ManualClock::new();
+        let sim = SimulatedGpu::with_clock(
+            "vram=16GiB,temp=45,tau=5s,hot_at=0s,hot_for=10s,hot_temp=93"
+                .parse()
+                .unwrap(),
+            Arc::new(clock.clone()),
+        );
+        let mut side = side_on(Arc::new(sim), None);
+        let slept = Arc::new(Mutex::new(Duration::ZERO));
+        let (sleep_clock, total) = (clock.clone(), slept.clone());
+        side.sleep = Arc::new(move |pause| {
+            *total.lock().unwrap() += pause;
+            sleep_clock.advance(pause);
+        });
+        let embedder = embedder();
+        let texts = passages(10);
+        let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
+        let expected = embedder.embed_passages(&refs).unwrap();
+
+        // An answer's embedding on the hot GPU goes ahead at once.
+        let events = side.events.subscribe();
+        let got = side
+            .embed_passages(&embedder, &texts, Priority::Interactive)
+            .unwrap();
+        assert_close(&expected, &got);
+        assert_eq!(*slept.lock().unwrap(), Duration::ZERO);
+        assert!(kinds(&events).is_empty());
+
+        // Ingestion waits until the spell is over and the GPU has cooled
+        // below 82 °C, then embeds everything.
+        let got = side
+            .embed_passages(&embedder, &texts, Priority::Background)
+            .unwrap();
+        assert_close(&expected, &got);
+        let waited = *slept.lock().unwrap();
+        assert!(
+            (Duration::from_secs(10)..Duration::from_secs(15)).contains(&waited),
+            "{waited:?}"
+        );
+        assert_eq!(kinds(&events), ["background_paused", "background_resumed"]);
+    }
+
+    #[test]
+    fn catalog_candidates_have_their_shapes_and_leave_out_test_models() {
+        let dir = tempfile::tempdir().unwrap();
+        let candidates = llm_candidates(dir.path());
+        let ids: Vec<&str> = candidates.iter().map(|c| c.model.as_str()).collect();
+        assert!(ids.contains(&"qwen3-4b-instruct-2507"), "{ids:?}");
+        assert!(ids.contains(&"qwen3-0.6b"), "{ids:?}");
+        assert!(!ids.iter().any(|id| id.starts_with("tiny")), "{ids:?}");
+        let four_b = &candidates[ids
+            .iter()
+            .position(|id| *id == "qwen3-4b-instruct-2507")
+            .unwrap()];
+        assert!((four_b.shape.parameters() as f64 / 1e9 - 4.02).abs() < 0.03);
+        assert!(!four_b.installed);
+        // 16 GB GPU, 8K context: the 4B model at full precision.
+        let advice = lectern_gpu::recommend_llm(
+            &candidates,
+            MemoryBudget::Gpu {
+                bytes: (16u64 << 30) * 9 / 10,
+            },
+            8192,
+        );
+        let choice = advice.choice.expect("something fits");
+        assert_eq!(choice.model, "qwen3-4b-instruct-2507");
+        assert_eq!(choice.format, WeightFormat::Bf16);
+    }
+
+    #[test]
+    fn without_nvml_embedding_runs_on_the_cpu_without_error() {
+        let telemetry: Arc<dyn TelemetryBackend> = Arc::new(lectern_gpu::NoGpu::new(
+            "NVIDIA driver library libnvidia-ml.so.1 not found",
+        ));
+        let caps = Capabilities {
+            cuda: true,
+            metal: false,
+        };
+        let status = lectern_gpu::status(DevicePreference::Auto, caps, telemetry.as_ref()).unwrap();
+        assert_eq!(status.selected, DeviceKind::Cpu);
+        let side = GpuSide::from_parts(telemetry, status, None);
+        let events = side.events.subscribe();
+        let embedder = embedder();
+        let texts = passages(40);
+        let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
+        let got = side
+            .embed_passages(&embedder, &texts, Priority::Background)
+            .unwrap();
+        assert_close(&embedder.embed_passages(&refs).unwrap(), &got);
+        assert!(kinds(&events).is_empty(), "no recovery, no pause");
+        assert!(side.report().residents.is_empty());
+        assert!(side.report().status.gpus.is_empty());
+    }
+
+    #[test]
+    fn an_idle_language_model_is_unloaded_by_the_timer() {
+        let sim = SimulatedGpu::new("vram=16GiB".parse().unwrap());
+        let side = side_on(Arc::new(sim), Some(Duration::from_millis(200)));
+        let events = side.events.subscribe();
+        let (path, llm) = tiny_llm();
+        let slot: LlmSlot = Arc::new(Mutex::new(None));
+        side.admit_llm(&path, 256, &slot).unwrap();
+        *slot.lock().unwrap() = Some(llm);
+        side.llm_loaded();
+        let report = side.report();
+        assert_eq!(report.residents.len(), 1, "{report:?}");
+        assert_eq!(report.idle_timeout_ms, 200);
+        assert!(report.render_text().contains("tiny-qwen3: language model"));
+
+        // While it answers it stays, however long that takes.
+        let in_use = side.llm_in_use().unwrap();
+        std::thread::sleep(Duration::from_millis(400));
+        assert!(slot.lock().unwrap().is_some());
+        drop(in_use);
+
+        // The timer unloads it on its own: the event arrives once the
+        // model is dropped.
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        let mut idle_unload = None;
+        while idle_unload.is_none() && std::time::Instant::now() < deadline {
+            idle_unload = events
+                .recv_timeout(Duration::from_millis(50))
+                .ok()
+                .filter(|e| {
+                    matches!(
+                        e,
+                        GpuEvent::ModelUnloaded {
+                            reason: lectern_gpu::UnloadReason::Idle,
+                            ..
+                        }
+                    )
+                });
+        }
+        assert!(idle_unload.is_some());
+        assert!(slot.lock().unwrap().is_none(), "the idle model was dropped");
+        assert!(side.report().residents.is_empty());
     }
 
     fn tiny_llm() -> (std::path::PathBuf, Llm) {

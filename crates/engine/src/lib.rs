@@ -13,29 +13,42 @@
 
 mod ask;
 pub mod bench;
+pub mod bench_llm;
+pub mod bench_search;
 mod config;
 mod conversations;
 mod device;
+mod doctor;
 mod error;
 pub mod eval;
+mod export;
 mod ingest;
+pub mod quote_check;
 mod watch;
 
-pub use ask::{Answer, AskEvent, AskRequest, SourceRef};
+pub use ask::{
+    Answer, AskEvent, AskRequest, AskTimings, Citation, RetrievalTrace, SourceRef, TraceHit,
+};
 pub use config::EngineConfig;
 pub use conversations::{
     Conversation, ConversationError, ConversationStore, ConversationSummary, Message, MessageRole,
 };
+pub use device::{gpu_report, llm_budget, llm_candidates, recommend_llm, IDLE_UNLOAD_ENV_VAR};
+pub use doctor::{doctor, DataDirCheck, DoctorReport, LibraryCheck, ModelCheck, DOCTOR_CONTEXT};
 pub use error::EngineError;
 pub use ingest::{IngestEvent, IngestReport, ProgressFn};
+/// GPU devices, telemetry, memory management and model recommendation.
+pub use lectern_gpu as gpu;
 pub use lectern_gpu::{DevicePreference, GpuEvent, GpuSnapshot, GpuStatus, RecoveryStep, Sample};
 /// The model catalog and verified downloads.
 pub use lectern_hub as hub;
 pub use lectern_index::{
-    ChunkRecord, Consistency, DocumentEntry, LibraryCounts, SearchHit, SearchMode,
+    AnnPolicy, ChunkRecord, Consistency, DocumentEntry, Fusion, LibraryCounts, SearchHit,
+    SearchMode, VectorIndexState,
 };
 pub use lectern_ingest::ChunkConfig;
 pub use lectern_models::GenerationParams;
+pub use quote_check::{CitationCheck, Support};
 pub use watch::{WatchEvent, WatchFn};
 
 use std::path::{Path, PathBuf};
@@ -73,6 +86,8 @@ pub struct Engine {
     gpu: GpuStatus,
     gpu_side: Arc<device::GpuSide>,
     llm: Arc<Mutex<Option<Llm>>>,
+    /// How hybrid search fuses its legs.
+    fusion: std::sync::RwLock<Fusion>,
 }
 
 impl std::fmt::Debug for Engine {
@@ -132,6 +147,7 @@ impl Engine {
             gpu,
             gpu_side: Arc::new(gpu_side),
             llm: Arc::new(Mutex::new(None)),
+            fusion: std::sync::RwLock::new(Fusion::default()),
         })
     }
 
@@ -216,9 +232,39 @@ impl Engine {
             .map_err(EngineError::from)
     }
 
-    /// Runs a search. In hybrid mode the query embedding and the BM25 leg
-    /// run concurrently.
+    /// How hybrid search fuses the BM25 and dense rankings.
+    pub fn fusion(&self) -> Fusion {
+        *self.fusion.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Chooses how hybrid search fuses its legs from now on.
+    pub fn set_fusion(&self, fusion: Fusion) {
+        *self.fusion.write().unwrap_or_else(|e| e.into_inner()) = fusion;
+    }
+
+    /// When the dense leg uses an approximate-nearest-neighbour index.
+    pub fn ann_policy(&self) -> AnnPolicy {
+        self.library.ann_policy()
+    }
+
+    /// The state of the dense leg's approximate-nearest-neighbour index.
+    pub async fn vector_index(&self) -> Result<VectorIndexState, EngineError> {
+        Ok(self.library.vector_index().await?)
+    }
+
+    /// Runs a search, fusing hybrid results as [`Engine::fusion`] says.
     pub async fn search(&self, req: &SearchRequest) -> Result<Vec<SearchHit>, EngineError> {
+        self.search_with(req, self.fusion()).await
+    }
+
+    /// Runs a search with the given fusion for hybrid mode. In hybrid mode
+    /// the BM25 leg runs while the query is embedded and the dense leg
+    /// searched; neither waits for the other.
+    pub async fn search_with(
+        &self,
+        req: &SearchRequest,
+        fusion: Fusion,
+    ) -> Result<Vec<SearchHit>, EngineError> {
         if req.query.trim().is_empty() {
             return Err(EngineError::InvalidInput(
                 "the search query is empty".into(),
@@ -239,19 +285,19 @@ impl Engine {
             }
             SearchMode::Hybrid => {
                 let depth = k.max(lectern_index::FUSION_DEPTH);
-                let (v, bm25) = tokio::try_join!(self.embed_query(&req.query), async {
-                    self.library
-                        .search_bm25(&req.query, depth)
-                        .await
-                        .map_err(EngineError::from)
-                })?;
-                let dense = self.library.search_dense(&v, depth).await?;
-                Ok(lectern_index::reciprocal_rank_fusion(
-                    bm25,
-                    dense,
-                    lectern_index::RRF_K,
-                    k,
-                ))
+                let (dense, bm25) = tokio::try_join!(
+                    async {
+                        let v = self.embed_query(&req.query).await?;
+                        Ok::<_, EngineError>(self.library.search_dense(&v, depth).await?)
+                    },
+                    async {
+                        self.library
+                            .search_bm25(&req.query, depth)
+                            .await
+                            .map_err(EngineError::from)
+                    }
+                )?;
+                Ok(lectern_index::fuse(bm25, dense, fusion, k))
             }
         }
     }

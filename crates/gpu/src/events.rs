@@ -200,6 +200,17 @@ pub enum GpuEvent {
         /// What was done.
         step: RecoveryStep,
     },
+    /// Background work (ingestion) paused because the GPU is too hot or
+    /// over its power limit; answers are not affected.
+    BackgroundPaused {
+        /// Why, phrased for a person.
+        reason: String,
+    },
+    /// Background work resumed after a pause.
+    BackgroundResumed {
+        /// Milliseconds it waited.
+        waited_ms: u64,
+    },
 }
 
 impl fmt::Display for GpuEvent {
@@ -289,6 +300,10 @@ impl fmt::Display for GpuEvent {
             }
             Self::CpuFallback { model, reason } => write!(f, "{model} runs on the CPU: {reason}"),
             Self::Recovery { step } => write!(f, "out of GPU memory: {step}"),
+            Self::BackgroundPaused { reason } => write!(f, "background work paused: {reason}"),
+            Self::BackgroundResumed { waited_ms } => {
+                write!(f, "background work resumed after {waited_ms} ms")
+            }
         }
     }
 }

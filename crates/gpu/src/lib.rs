@@ -58,6 +58,17 @@
 //!   the GPU is hot or over its power limit, and never slows interactive
 //!   work.
 //!
+//! * [`BatchPacer`] combines them for a stream of batches, and
+//!   [`RecoveryPolicy::map_batches_paced`] runs the batches: sizes from
+//!   free memory on the GPU and from throughput on the CPU, pauses for
+//!   background work while the GPU is hot ([`GpuEvent::BackgroundPaused`]).
+//! * [`GpuManager::start_idle_reaper`] unloads idle models on a timer;
+//!   [`GpuReport`] lists what the manager holds next to the device status.
+//! * [`recommend_llm`] picks the largest language model variant that fits
+//!   the memory with the requested context, and the context it affords.
+//! * [`HostInfo`] and [`NvmlProbe`] describe the machine for `lectern
+//!   doctor`.
+//!
 //! Everything that depends on elapsed time takes a [`Clock`]; tests use a
 //! [`ManualClock`] and stay deterministic.
 //!
@@ -70,10 +81,14 @@ mod clock;
 mod error;
 mod estimate;
 mod events;
+mod host;
 mod manager;
 mod nvml;
+mod pacing;
 mod preference;
+mod recommend;
 mod recovery;
+mod report;
 mod sampler;
 mod select;
 pub mod sim;
@@ -90,16 +105,23 @@ pub use clock::{Clock, ManualClock, SystemClock};
 pub use error::GpuError;
 pub use estimate::{MemoryEstimate, ModelFootprint, SAFETY_MARGIN};
 pub use events::{EventBus, GpuEvent, RecoveryStep, UnloadReason};
+pub use host::{HostInfo, NvmlProbe};
 pub use manager::{
-    Admission, Evictable, GpuManager, InUse, ManagerConfig, ModelKind, ModelRequest, Reservation,
-    ResidentModel, SwitchReport,
+    Admission, Evictable, GpuManager, IdleReaper, InUse, ManagerConfig, ModelKind, ModelRequest,
+    Reservation, ResidentModel, SwitchReport,
 };
 pub use nvml::{NvmlBackend, NVML_LIBRARY};
+pub use pacing::{BatchPacer, Pace, PaceReport, PacedHooks, ThroughputSizer};
 pub use preference::{DeviceKind, DevicePreference, DEVICE_ENV_VAR};
+pub use recommend::{
+    recommend_llm, LlmCandidate, LlmShape, MemoryBudget, Recommendation, VariantFit, WeightFormat,
+    CPU_PARAMETER_LIMIT, MIN_CONTEXT,
+};
 pub use recovery::{
     is_out_of_memory_message, run_with_recovery, Attempt, Backoff, BatchSizer, Priority, Recovered,
     RecoveryError, RecoveryPolicy, Target, ThermalBackoff, WorkError,
 };
+pub use report::GpuReport;
 pub use sampler::{ActiveGuard, Sample, Sampler, SamplerConfig};
 pub use select::{select_device, Capabilities, DeviceSelection};
 pub use sim::{SimConfig, SimulatedGpu};
@@ -107,4 +129,4 @@ pub use source::{probe_telemetry, telemetry_from_env, TelemetrySource, GPU_ENV_V
 pub use status::{status, GpuStatus};
 pub use telemetry::{GpuSnapshot, NoGpu, TelemetryBackend};
 pub use thresholds::{AlertState, ThresholdMonitor, Thresholds};
-pub use units::format_bytes;
+pub use units::{format_bytes, parse_duration};

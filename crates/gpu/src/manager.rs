@@ -2,7 +2,8 @@
 //! admits, makes room, falls back to the CPU or refuses.
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError, Weak};
+use std::thread::JoinHandle;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -242,6 +243,50 @@ impl GpuManager {
     /// The bus the manager publishes on.
     pub fn events(&self) -> &EventBus {
         &self.inner.events
+    }
+
+    /// How the manager plans memory.
+    pub fn config(&self) -> ManagerConfig {
+        self.inner.config
+    }
+
+    /// The device the manager places models on.
+    pub fn device(&self) -> DeviceKind {
+        self.inner.device
+    }
+
+    /// Starts a background thread that calls [`GpuManager::unload_idle`]
+    /// every `every`, so models idle past the timeout are unloaded without
+    /// anyone asking. Dropping the returned [`IdleReaper`] stops it.
+    pub fn start_idle_reaper(&self, every: Duration) -> Result<IdleReaper, std::io::Error> {
+        let stop = Arc::new((Mutex::new(false), Condvar::new()));
+        let manager = Arc::downgrade(&self.inner);
+        let signal = stop.clone();
+        let every = every.max(Duration::from_millis(1));
+        let thread = std::thread::Builder::new()
+            .name("lectern-gpu-idle".to_owned())
+            .spawn(move || loop {
+                let (lock, wake) = &*signal;
+                let stopped = lock.lock().unwrap_or_else(PoisonError::into_inner);
+                let (stopped, _) = wake
+                    .wait_timeout_while(stopped, every, |stopped| !*stopped)
+                    .unwrap_or_else(PoisonError::into_inner);
+                if *stopped {
+                    break;
+                }
+                drop(stopped);
+                let Some(inner) = manager.upgrade() else {
+                    break;
+                };
+                let unloaded = GpuManager { inner }.unload_idle();
+                if !unloaded.is_empty() {
+                    tracing::info!(?unloaded, "unloaded idle models");
+                }
+            })?;
+        Ok(IdleReaper {
+            stop,
+            thread: Some(thread),
+        })
     }
 
     /// The resident models, in admission order.
@@ -525,6 +570,28 @@ impl GpuManager {
             .into_iter()
             .map(|(name, _, _)| name)
             .collect()
+    }
+}
+
+/// Unloads idle models in the background; see
+/// [`GpuManager::start_idle_reaper`]. Dropping it stops and joins the
+/// thread.
+#[derive(Debug)]
+pub struct IdleReaper {
+    stop: Arc<(Mutex<bool>, Condvar)>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Drop for IdleReaper {
+    fn drop(&mut self) {
+        let (lock, wake) = &*self.stop;
+        *lock.lock().unwrap_or_else(PoisonError::into_inner) = true;
+        wake.notify_all();
+        if let Some(thread) = self.thread.take() {
+            if thread.join().is_err() {
+                tracing::error!("idle model reaper panicked");
+            }
+        }
     }
 }
 

@@ -108,6 +108,25 @@ impl TelemetryBackend for NvmlBackend {
     fn unavailable_reason(&self) -> Option<String> {
         (self.device_count == 0).then(|| "the NVIDIA driver reports no GPUs".to_owned())
     }
+
+    fn cuda_driver_version(&self) -> Option<String> {
+        let version = reading("CUDA version", None, self.nvml.sys_cuda_driver_version())?;
+        Some(format!(
+            "{}.{}",
+            nvml_wrapper::cuda_driver_version_major(version),
+            nvml_wrapper::cuda_driver_version_minor(version)
+        ))
+    }
+
+    fn compute_capability(&self, index: u32) -> Option<(u32, u32)> {
+        let device = self.nvml.device_by_index(index).ok()?;
+        let cc = reading(
+            "compute capability",
+            Some(index),
+            device.cuda_compute_capability(),
+        )?;
+        Some((u32::try_from(cc.major).ok()?, u32::try_from(cc.minor).ok()?))
+    }
 }
 
 /// Connects to the NVIDIA driver, or explains why it cannot.

@@ -89,6 +89,18 @@ pub trait TelemetryBackend: Send + Sync + Debug {
         (self.device_count() == 0).then(|| "no NVIDIA GPU detected".to_owned())
     }
 
+    /// The newest CUDA version the driver supports, e.g. `"12.4"`, when
+    /// known.
+    fn cuda_driver_version(&self) -> Option<String> {
+        None
+    }
+
+    /// GPU `index`'s CUDA compute capability as `(major, minor)`, when
+    /// known.
+    fn compute_capability(&self, _index: u32) -> Option<(u32, u32)> {
+        None
+    }
+
     /// The simulator behind this backend, when it is one, so callers can
     /// drive its allocations and load.
     fn as_simulated(&self) -> Option<&crate::SimulatedGpu> {

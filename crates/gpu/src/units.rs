@@ -42,7 +42,7 @@ pub(crate) fn parse_bytes(text: &str) -> Result<u64, String> {
 
 /// Parses a duration such as `30s`, `500ms`, `2m`, `1h` or `1.5s`. A bare
 /// number is seconds.
-pub(crate) fn parse_duration(text: &str) -> Result<Duration, String> {
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let (number, unit) = split_number(text)?;
     let seconds = match unit.to_ascii_lowercase().as_str() {
         "" | "s" => number,

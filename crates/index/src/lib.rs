@@ -27,9 +27,12 @@ mod types;
 mod vectors;
 
 pub use error::IndexError;
-pub use fusion::{reciprocal_rank_fusion, RRF_K};
+pub use fusion::{
+    fuse, normalized_fusion, reciprocal_rank_fusion, Fusion, DEFAULT_DENSE_WEIGHT, RRF_K,
+};
 pub use manifest::{DocumentEntry, Manifest, LIBRARY_FORMAT};
 pub use types::{ChunkRecord, LegHit, SearchHit, SearchMode};
+pub use vectors::{AnnPolicy, VectorIndexState};
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
@@ -339,6 +342,7 @@ impl Library {
         let chunks: Vec<ChunkRecord> = chunks.into_iter().flatten().collect();
         let chunks = Arc::new(chunks);
         self.vectors.add(&chunks).await?;
+        self.vectors.schedule_maintenance();
         let text = self.text.clone();
         let c = chunks.clone();
         tokio::task::spawn_blocking(move || text.add_chunks(&c))
@@ -487,10 +491,46 @@ impl Library {
         Ok(self.visible(hits, k).await)
     }
 
-    /// Dense leg: the `k` chunks nearest to `vector` (cosine).
+    /// Dense leg: the `k` chunks nearest to `vector` (cosine), through the
+    /// approximate-nearest-neighbour index where the table has one.
     pub async fn search_dense(&self, vector: &[f32], k: usize) -> Result<Vec<LegHit>, IndexError> {
-        let hits = self.vectors.search(vector, k + 16).await?;
+        let hits = self.vectors.search(vector, k + 16, false).await?;
         Ok(self.visible(hits, k).await)
+    }
+
+    /// Like [`Library::search_dense`], but always exact: compares `vector`
+    /// with every stored vector, ignoring any index (the reference for
+    /// measuring the index's recall).
+    pub async fn search_dense_exact(
+        &self,
+        vector: &[f32],
+        k: usize,
+    ) -> Result<Vec<LegHit>, IndexError> {
+        let hits = self.vectors.search(vector, k + 16, true).await?;
+        Ok(self.visible(hits, k).await)
+    }
+
+    /// The policy for the dense leg's approximate-nearest-neighbour index.
+    pub fn ann_policy(&self) -> AnnPolicy {
+        self.vectors.policy()
+    }
+
+    /// Changes when the ANN index is built and how it is searched; takes
+    /// effect with the next search and the next write.
+    pub fn set_ann_policy(&self, policy: AnnPolicy) {
+        self.vectors.set_policy(policy);
+    }
+
+    /// How much of the vector table the ANN index covers.
+    pub async fn vector_index(&self) -> Result<VectorIndexState, IndexError> {
+        self.vectors.index_state().await
+    }
+
+    /// Builds, extends or retrains the ANN index now as the policy asks
+    /// (waiting for a background run first) and returns the new state. The
+    /// work runs on a thread of its own; searches keep working meanwhile.
+    pub async fn build_vector_index(&self) -> Result<VectorIndexState, IndexError> {
+        self.vectors.maintain_index().await
     }
 
     async fn visible(&self, hits: Vec<LegHit>, k: usize) -> Vec<LegHit> {
@@ -510,6 +550,18 @@ impl Library {
         vector: Option<&[f32]>,
         mode: SearchMode,
         k: usize,
+    ) -> Result<Vec<SearchHit>, IndexError> {
+        self.search_fused(query, vector, mode, k, Fusion::Rrf).await
+    }
+
+    /// Like [`Library::search`], fusing hybrid results with `fusion`.
+    pub async fn search_fused(
+        &self,
+        query: &str,
+        vector: Option<&[f32]>,
+        mode: SearchMode,
+        k: usize,
+        fusion: Fusion,
     ) -> Result<Vec<SearchHit>, IndexError> {
         let need_vector = || {
             vector
@@ -535,7 +587,7 @@ impl Library {
                 let depth = k.max(FUSION_DEPTH);
                 let (bm25, dense) =
                     tokio::try_join!(self.search_bm25(query, depth), self.search_dense(v, depth))?;
-                Ok(reciprocal_rank_fusion(bm25, dense, RRF_K, k))
+                Ok(fuse(bm25, dense, fusion, k))
             }
         }
     }

@@ -2,7 +2,8 @@
 
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, RwLock};
 
 use futures::TryStreamExt;
 use lancedb::arrow::arrow_array::{
@@ -10,19 +11,96 @@ use lancedb::arrow::arrow_array::{
     UInt64Array,
 };
 use lancedb::arrow::arrow_schema::{DataType, Field, Schema, SchemaRef};
+use lancedb::index::vector::IvfPqIndexBuilder;
+use lancedb::index::Index;
 use lancedb::query::{ExecutableQuery, QueryBase, Select};
 use lancedb::table::optimize::Duration;
-use lancedb::table::{CompactionOptions, OptimizeAction};
+use lancedb::table::{CompactionOptions, OptimizeAction, OptimizeOptions};
 use lancedb::{Connection, DistanceType, Table};
 
 use crate::{ChunkRecord, IndexError, LegHit};
 
 const TABLE: &str = "chunks";
 
+/// Name of the approximate-nearest-neighbour index on the `vector` column.
+const ANN_INDEX: &str = "vector_idx";
+
+/// When the dense leg uses an approximate-nearest-neighbour (IVF-PQ) index
+/// instead of exact search, and how that index is searched.
+///
+/// Below [`AnnPolicy::min_rows`] rows the dense leg compares the query with
+/// every stored vector (exact, and fast enough at that size). From there on
+/// an IVF-PQ index is trained in the background; queries probe
+/// [`AnnPolicy::nprobes`] partitions and re-rank `refine_factor` times the
+/// requested candidates by their exact distance, so recall stays high. Rows
+/// added after training are still searched exactly until they are folded
+/// into the index.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct AnnPolicy {
+    /// Rows from which an index is built.
+    pub min_rows: usize,
+    /// Rows not yet in the index, as a share of indexed rows, from which
+    /// they are added to the existing index (no retraining).
+    pub append_ratio: f64,
+    /// Rows not yet in the index, as a share of indexed rows, from which the
+    /// index is trained again on all rows (its partitions no longer fit the
+    /// data once the table has grown this much).
+    pub retrain_ratio: f64,
+    /// IVF partitions probed per query.
+    pub nprobes: usize,
+    /// Candidates fetched per requested hit and re-ranked by exact distance.
+    pub refine_factor: u32,
+    /// Whether writes start index maintenance in the background. When off,
+    /// only [`crate::Library::build_vector_index`] maintains the index.
+    pub background: bool,
+}
+
+impl Default for AnnPolicy {
+    fn default() -> Self {
+        Self {
+            // Exact search over 50,000 384-d vectors takes ~45 ms on a
+            // two-core laptop: beyond that the dense leg alone would spend
+            // the whole latency budget of a hybrid query.
+            min_rows: 50_000,
+            append_ratio: 0.05,
+            retrain_ratio: 1.0,
+            nprobes: 24,
+            refine_factor: 8,
+            background: true,
+        }
+    }
+}
+
+/// The state of the dense leg's approximate-nearest-neighbour index.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub struct VectorIndexState {
+    /// Rows in the table.
+    pub rows: usize,
+    /// Rows covered by the index (0 when there is none).
+    pub indexed_rows: usize,
+    /// Rows searched exactly because the index does not cover them yet.
+    pub unindexed_rows: usize,
+    /// Whether an index exists.
+    pub has_index: bool,
+}
+
+/// What index maintenance did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Maintenance {
+    Nothing,
+    Trained,
+    Appended,
+}
+
 pub(crate) struct VectorStore {
     table: Table,
     schema: SchemaRef,
     dim: usize,
+    policy: Arc<RwLock<AnnPolicy>>,
+    /// Held while the index is being built or extended.
+    maintaining: Arc<tokio::sync::Mutex<()>>,
+    /// Set when a background maintenance run is queued or running.
+    scheduled: Arc<AtomicBool>,
     _conn: Connection,
 }
 
@@ -163,8 +241,78 @@ impl VectorStore {
             table,
             schema,
             dim,
+            policy: Arc::new(RwLock::new(AnnPolicy::default())),
+            maintaining: Arc::new(tokio::sync::Mutex::new(())),
+            scheduled: Arc::new(AtomicBool::new(false)),
             _conn: conn,
         })
+    }
+
+    pub(crate) fn policy(&self) -> AnnPolicy {
+        *self.policy.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub(crate) fn set_policy(&self, policy: AnnPolicy) {
+        *self.policy.write().unwrap_or_else(|e| e.into_inner()) = policy;
+    }
+
+    /// Rows, indexed rows and whether an index exists.
+    pub(crate) async fn index_state(&self) -> Result<VectorIndexState, IndexError> {
+        index_state(&self.table).await
+    }
+
+    /// Builds, extends or retrains the index as the policy asks, now.
+    /// Heavy work runs on a thread of its own, never on the caller's
+    /// runtime workers.
+    pub(crate) async fn maintain_index(&self) -> Result<VectorIndexState, IndexError> {
+        let _running = self.maintaining.lock().await;
+        let table = self.table.clone();
+        let policy = self.policy();
+        let dim = self.dim;
+        run_off_runtime(move || async move { maintain(&table, dim, &policy).await }).await??;
+        self.index_state().await
+    }
+
+    /// Starts index maintenance in the background if the policy allows it
+    /// and none is queued or running. Failures are logged; the next write
+    /// tries again.
+    pub(crate) fn schedule_maintenance(&self) {
+        let policy = self.policy();
+        if !policy.background || self.scheduled.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let table = self.table.clone();
+        let dim = self.dim;
+        let lock = self.maintaining.clone();
+        let scheduled = self.scheduled.clone();
+        let spawned = std::thread::Builder::new()
+            .name("lectern-ann-index".into())
+            .spawn(move || {
+                let rt = match tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                {
+                    Ok(rt) => rt,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "cannot start the vector index maintenance runtime");
+                        scheduled.store(false, Ordering::Release);
+                        return;
+                    }
+                };
+                rt.block_on(async {
+                    let _running = lock.lock().await;
+                    scheduled.store(false, Ordering::Release);
+                    match maintain(&table, dim, &policy).await {
+                        Ok(Maintenance::Nothing) => {}
+                        Ok(done) => tracing::info!(action = ?done, "vector index updated"),
+                        Err(e) => tracing::warn!(error = %e, "vector index maintenance failed"),
+                    }
+                });
+            });
+        if let Err(e) = spawned {
+            tracing::warn!(error = %e, "cannot start vector index maintenance");
+            self.scheduled.store(false, Ordering::Release);
+        }
     }
 
     pub(crate) fn dim(&self) -> usize {
@@ -327,7 +475,12 @@ impl VectorStore {
         Ok(())
     }
 
-    pub(crate) async fn search(&self, vector: &[f32], k: usize) -> Result<Vec<LegHit>, IndexError> {
+    pub(crate) async fn search(
+        &self,
+        vector: &[f32],
+        k: usize,
+        exact: bool,
+    ) -> Result<Vec<LegHit>, IndexError> {
         if vector.len() != self.dim {
             return Err(IndexError::DimensionMismatch {
                 library: self.dim,
@@ -337,7 +490,8 @@ impl VectorStore {
         if k == 0 || self.count().await? == 0 {
             return Ok(Vec::new());
         }
-        let batches: Vec<RecordBatch> = self
+        let policy = self.policy();
+        let query = self
             .table
             .vector_search(vector)?
             .column("vector")
@@ -345,11 +499,17 @@ impl VectorStore {
             .select(Select::Columns(
                 RECORD_COLUMNS.iter().map(|s| s.to_string()).collect(),
             ))
-            .limit(k)
-            .execute()
-            .await?
-            .try_collect()
-            .await?;
+            .limit(k);
+        // Without an index lance searches exactly and ignores the probe and
+        // refine settings.
+        let query = if exact {
+            query.bypass_vector_index()
+        } else {
+            query
+                .minimum_nprobes(policy.nprobes.max(1))?
+                .refine_factor(policy.refine_factor.max(1))
+        };
+        let batches: Vec<RecordBatch> = query.execute().await?.try_collect().await?;
         let mut hits = Vec::new();
         for b in &batches {
             let dist = col::<Float32Array>(b, "_distance")?;
@@ -362,5 +522,132 @@ impl VectorStore {
         }
         hits.sort_by(|a, b| a.score.total_cmp(&b.score));
         Ok(hits)
+    }
+}
+
+/// Runs `work` to completion on a thread of its own with its own runtime,
+/// so CPU-heavy LanceDB work never occupies the caller's runtime workers.
+async fn run_off_runtime<F, Fut, T>(work: F) -> Result<T, IndexError>
+where
+    F: FnOnce() -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = T>,
+    T: Send + 'static,
+{
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    std::thread::Builder::new()
+        .name("lectern-ann-index".into())
+        .spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build();
+            let out = rt.map(|rt| rt.block_on(work()));
+            let _ = tx.send(out);
+        })
+        .map_err(|e| IndexError::Internal(format!("cannot start a thread: {e}")))?;
+    rx.await
+        .map_err(|_| IndexError::Internal("vector index maintenance thread died".into()))?
+        .map_err(|e| IndexError::Internal(format!("cannot start a runtime: {e}")))
+}
+
+async fn index_state(table: &Table) -> Result<VectorIndexState, IndexError> {
+    let rows = table.count_rows(None).await?;
+    Ok(match table.index_stats(ANN_INDEX).await? {
+        Some(s) => VectorIndexState {
+            rows,
+            indexed_rows: s.num_indexed_rows,
+            unindexed_rows: s.num_unindexed_rows,
+            has_index: true,
+        },
+        None => VectorIndexState {
+            rows,
+            indexed_rows: 0,
+            unindexed_rows: rows,
+            has_index: false,
+        },
+    })
+}
+
+/// Rounds of k-means when training the IVF partitions and PQ codebooks.
+const KMEANS_ITERATIONS: u32 = 20;
+
+/// IVF partitions for `rows` vectors: about √rows, so each partition holds
+/// about as many vectors as there are partitions.
+fn num_partitions(rows: usize) -> u32 {
+    ((rows as f64).sqrt().round() as u32).clamp(1, 4096)
+}
+
+/// PQ sub-vectors: 8 dimensions each where the dimension allows.
+fn num_sub_vectors(dim: usize) -> u32 {
+    [8, 4, 2, 1]
+        .into_iter()
+        .find(|w| dim.is_multiple_of(*w))
+        .map(|w| (dim / w) as u32)
+        .unwrap_or(1)
+}
+
+/// Decides what the index needs and does it.
+async fn maintain(
+    table: &Table,
+    dim: usize,
+    policy: &AnnPolicy,
+) -> Result<Maintenance, IndexError> {
+    let state = index_state(table).await?;
+    // PQ training needs at least 256 vectors.
+    let min_rows = policy.min_rows.max(256);
+    let train = if state.has_index {
+        state.unindexed_rows as f64 > policy.retrain_ratio * state.indexed_rows as f64
+    } else {
+        state.rows >= min_rows
+    };
+    if train {
+        let started = std::time::Instant::now();
+        table
+            .create_index(
+                &["vector"],
+                Index::IvfPq(
+                    IvfPqIndexBuilder::default()
+                        .distance_type(DistanceType::Cosine)
+                        .num_partitions(num_partitions(state.rows))
+                        .num_sub_vectors(num_sub_vectors(dim))
+                        // k-means settles well before the default 50
+                        // rounds; the refine step corrects the rest.
+                        .max_iterations(KMEANS_ITERATIONS),
+                ),
+            )
+            .name(ANN_INDEX.to_string())
+            .replace(true)
+            .execute()
+            .await?;
+        tracing::info!(
+            rows = state.rows,
+            seconds = started.elapsed().as_secs_f64(),
+            "vector index trained"
+        );
+        return Ok(Maintenance::Trained);
+    }
+    if state.has_index
+        && state.unindexed_rows > 0
+        && state.unindexed_rows as f64 > policy.append_ratio * state.indexed_rows as f64
+    {
+        table
+            .optimize(OptimizeAction::Index(OptimizeOptions::merge(1)))
+            .await?;
+        return Ok(Maintenance::Appended);
+    }
+    Ok(Maintenance::Nothing)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn index_shape_follows_table_size_and_dimension() {
+        assert_eq!(num_partitions(1_000_000), 1000);
+        assert_eq!(num_partitions(10_000), 100);
+        assert_eq!(num_partitions(0), 1);
+        assert_eq!(num_sub_vectors(384), 48);
+        assert_eq!(num_sub_vectors(36), 9);
+        assert_eq!(num_sub_vectors(7), 7);
     }
 }

@@ -48,6 +48,19 @@ pub enum IngestError {
         /// The panic message, when the panic carried one.
         message: String,
     },
+    /// The file, or what it would unpack to, is beyond the size Lectern
+    /// reads; nothing of it was parsed.
+    #[error("{} was not read: {what} is {}, over the {} limit", path.display(), human(*size), human(*limit))]
+    TooLarge {
+        /// The file that was refused.
+        path: PathBuf,
+        /// What was measured ("the file", "its unpacked contents", …).
+        what: String,
+        /// The size measured, in bytes.
+        size: u64,
+        /// The limit it exceeds, in bytes.
+        limit: u64,
+    },
     /// The tokenizer could not be loaded or failed on its input.
     #[error("tokenizer error: {0}")]
     Tokenizer(String),
@@ -63,7 +76,8 @@ impl IngestError {
             IngestError::Io { path, .. }
             | IngestError::Unsupported { path, .. }
             | IngestError::Parse { path, .. }
-            | IngestError::Panicked { path, .. } => Some(path),
+            | IngestError::Panicked { path, .. }
+            | IngestError::TooLarge { path, .. } => Some(path),
             IngestError::Tokenizer(_) | IngestError::InvalidConfig(_) => None,
         }
     }
@@ -73,5 +87,24 @@ impl IngestError {
             path: path.to_path_buf(),
             source: Arc::new(source),
         }
+    }
+}
+
+/// Bytes for people: "1.5 GiB", "300 MiB", "12 KiB", "800 bytes".
+fn human(bytes: u64) -> String {
+    const UNITS: [&str; 4] = ["KiB", "MiB", "GiB", "TiB"];
+    if bytes < 1024 {
+        return format!("{bytes} bytes");
+    }
+    let mut value = bytes as f64 / 1024.0;
+    let mut unit = 0;
+    while value >= 1024.0 && unit < UNITS.len() - 1 {
+        value /= 1024.0;
+        unit += 1;
+    }
+    if value < 10.0 {
+        format!("{value:.1} {}", UNITS[unit])
+    } else {
+        format!("{value:.0} {}", UNITS[unit])
     }
 }

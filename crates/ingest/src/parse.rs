@@ -171,7 +171,24 @@ pub struct ParseOptions {
     /// The longest one page may take to render and recognise; a page that
     /// takes longer is reported as needing OCR.
     pub ocr_page_timeout: Duration,
+    /// Files larger than this are refused before they are read.
+    pub max_file_bytes: u64,
+    /// Zip-based files (Word, PowerPoint, spreadsheets, e-books) whose
+    /// entries would unpack to more than this are refused before parsing.
+    pub max_unpacked_bytes: u64,
+    /// Zip-based files above 64 MiB unpacked that unpack to more than this
+    /// many times their size are refused as decompression bombs.
+    pub max_unpack_ratio: u64,
 }
+
+/// Default for [`ParseOptions::max_file_bytes`]: 1 GiB.
+pub const DEFAULT_MAX_FILE_BYTES: u64 = 1 << 30;
+/// Default for [`ParseOptions::max_unpacked_bytes`]: 2 GiB.
+pub const DEFAULT_MAX_UNPACKED_BYTES: u64 = 2 << 30;
+/// Default for [`ParseOptions::max_unpack_ratio`].
+pub const DEFAULT_MAX_UNPACK_RATIO: u64 = 100;
+/// Archives that unpack to less than this are never called bombs.
+const RATIO_FLOOR_BYTES: u64 = 64 << 20;
 
 impl Default for ParseOptions {
     fn default() -> Self {
@@ -179,8 +196,55 @@ impl Default for ParseOptions {
             ocr: OcrMode::Auto,
             ocr_languages: None,
             ocr_page_timeout: Duration::from_secs(120),
+            max_file_bytes: DEFAULT_MAX_FILE_BYTES,
+            max_unpacked_bytes: DEFAULT_MAX_UNPACKED_BYTES,
+            max_unpack_ratio: DEFAULT_MAX_UNPACK_RATIO,
         }
     }
+}
+
+/// Refuses a zip-based file whose entries would unpack to more than the
+/// limit, or to a suspicious multiple of its own size. The sizes come from
+/// the archive's central directory, so nothing is decompressed here; a file
+/// that is not a zip archive (an old binary `.xls`) is left to its parser.
+fn check_unpacked_size(
+    path: &Path,
+    bytes: &[u8],
+    options: &ParseOptions,
+) -> Result<(), IngestError> {
+    let Ok(mut archive) = zip::ZipArchive::new(std::io::Cursor::new(bytes)) else {
+        return Ok(());
+    };
+    let mut unpacked: u64 = 0;
+    for i in 0..archive.len() {
+        if let Ok(entry) = archive.by_index_raw(i) {
+            unpacked = unpacked.saturating_add(entry.size());
+        }
+    }
+    let too_large = |what: &str, limit: u64| IngestError::TooLarge {
+        path: path.to_path_buf(),
+        what: what.into(),
+        size: unpacked,
+        limit,
+    };
+    if unpacked > options.max_unpacked_bytes {
+        return Err(too_large(
+            "its unpacked contents",
+            options.max_unpacked_bytes,
+        ));
+    }
+    let packed = (bytes.len() as u64).max(1);
+    let ratio_limit = packed.saturating_mul(options.max_unpack_ratio);
+    if unpacked > RATIO_FLOOR_BYTES && unpacked > ratio_limit {
+        return Err(too_large(
+            &format!(
+                "what it unpacks to ({}× its size, a likely decompression bomb)",
+                unpacked / packed
+            ),
+            ratio_limit,
+        ));
+    }
+    Ok(())
 }
 
 /// What a format parser hands back.
@@ -217,7 +281,24 @@ pub fn parse_file_with(path: &Path, options: &ParseOptions) -> Result<ParsedDocu
         reason: unsupported_reason(path),
     })?;
     let started = Instant::now();
+    let size = std::fs::metadata(path)
+        .map_err(|e| IngestError::io(path, e))?
+        .len();
+    if size > options.max_file_bytes {
+        return Err(IngestError::TooLarge {
+            path: path.to_path_buf(),
+            what: "the file".into(),
+            size,
+            limit: options.max_file_bytes,
+        });
+    }
     let bytes = std::fs::read(path).map_err(|e| IngestError::io(path, e))?;
+    if matches!(
+        format,
+        Format::Docx | Format::Pptx | Format::Spreadsheet | Format::Epub
+    ) {
+        check_unpacked_size(path, &bytes, options)?;
+    }
     let content_hash = blake3::hash(&bytes).to_hex().to_string();
     let byte_len = bytes.len() as u64;
 

@@ -99,6 +99,7 @@ pub(crate) fn parse(
     };
     let mut recognised = Vec::new();
     let mut unread = Vec::new();
+    let mut wordless = Vec::new();
     match &ocr {
         None => unread = textless,
         Some(ocr) => {
@@ -110,7 +111,7 @@ pub(crate) fn parse(
                         page.ocr = true;
                         recognised.push(number);
                     }
-                    Ok(_) => unread.push(number),
+                    Ok(_) => wordless.push(number),
                     Err(e) => {
                         tracing::warn!(page = number, error = %e, "OCR failed");
                         warnings.push(format!("page {number}: OCR failed: {e}"));
@@ -129,6 +130,17 @@ pub(crate) fn parse(
         warnings.push(format!(
             "{noun} {list} {verb} no text layer; text recognised by OCR (tesseract, {})",
             ocr.languages()
+        ));
+    }
+    if let Some(list) = page_list(&wordless) {
+        let (noun, verb) = if wordless.len() == 1 {
+            ("page", "has")
+        } else {
+            ("pages", "have")
+        };
+        warnings.push(format!(
+            "{noun} {list} {verb} no text layer and OCR found no words on {}",
+            if wordless.len() == 1 { "it" } else { "them" }
         ));
     }
     if let Some(w) = no_text_warning(&unread) {

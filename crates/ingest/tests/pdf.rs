@@ -433,3 +433,38 @@ fn missing_and_unsupported_files_are_errors_naming_the_file() {
         other => panic!("expected Unsupported, got {other:?}"),
     }
 }
+
+#[test]
+fn a_scan_without_words_says_ocr_found_nothing_instead_of_needs_ocr() {
+    if !ocr_available() {
+        return;
+    }
+    // A blank white page, wrapped in a PDF as a scan by tesseract itself.
+    let dir = tempfile::tempdir().unwrap();
+    let image = dir.path().join("blank.pgm");
+    let (w, h) = (600usize, 400usize);
+    let mut pgm = format!("P5 {w} {h} 255\n").into_bytes();
+    pgm.extend(std::iter::repeat_n(255u8, w * h));
+    std::fs::write(&image, pgm).unwrap();
+    let status = std::process::Command::new("tesseract")
+        .arg(&image)
+        .arg(dir.path().join("blank"))
+        .arg("pdf")
+        .stderr(std::process::Stdio::null())
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let parsed = parse_file_with(&dir.path().join("blank.pdf"), &ParseOptions::default()).unwrap();
+    assert_eq!(parsed.pages.len(), 1);
+    assert!(parsed.pages[0].text.trim().is_empty());
+    assert_eq!(
+        parsed.warnings,
+        vec!["page 1 has no text layer and OCR found no words on it".to_string()]
+    );
+    // Without OCR the same page is reported as needing it.
+    let unread = parse_file_with(&dir.path().join("blank.pdf"), &no_ocr()).unwrap();
+    assert_eq!(
+        unread.warnings,
+        vec!["page 1 has no text layer (needs OCR)".to_string()]
+    );
+}

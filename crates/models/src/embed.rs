@@ -3,9 +3,11 @@ use std::path::{Path, PathBuf};
 use candle_core::{DType, Device, Tensor};
 use candle_nn::VarBuilder;
 use candle_transformers::models::bert::{BertModel, Config as BertConfig};
+use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
-use tokenizers::{Tokenizer, TruncationParams};
+use tokenizers::{Encoding, Tokenizer, TruncationParams};
 
+use crate::bert::{self, BertEncoder};
 use crate::{error::tok_err, ModelError};
 
 /// How token vectors become one sentence vector.
@@ -50,9 +52,21 @@ impl EmbedderConfig {
     }
 }
 
+/// The network behind an [`Embedder`].
+enum Encoder {
+    /// Lectern's fused encoder on packed sequences (CPU).
+    Fused(BertEncoder),
+    /// candle-transformers' BERT on padded batches (other devices).
+    Reference(BertModel),
+}
+
 /// A BERT-family sentence embedder.
+///
+/// On the CPU the forward pass is Lectern's fused encoder (`bert/`), which
+/// packs each batch without padding; on other devices it is
+/// candle-transformers' `BertModel`.
 pub struct Embedder {
-    model: BertModel,
+    model: Encoder,
     tokenizer: Tokenizer,
     device: Device,
     pooling: Pooling,
@@ -127,10 +141,17 @@ impl Embedder {
             message: e.to_string(),
         })?;
         let vb = VarBuilder::from_buffered_safetensors(data, DType::F32, device)?;
-        let model = BertModel::load(vb, &bert_cfg).map_err(|e| ModelError::InvalidFile {
+        let invalid = |e: candle_core::Error| ModelError::InvalidFile {
             path: weights.clone(),
             message: e.to_string(),
-        })?;
+        };
+        let model = match bert::unsupported(&bert_cfg, device) {
+            None => Encoder::Fused(BertEncoder::load(vb, &bert_cfg).map_err(invalid)?),
+            Some(why) => {
+                tracing::debug!("embedder uses candle's BERT: {why}");
+                Encoder::Reference(BertModel::load(vb, &bert_cfg).map_err(invalid)?)
+            }
+        };
         let pooling = config.pooling.unwrap_or_else(|| detect_pooling(dir));
         Ok(Self {
             model,
@@ -203,48 +224,105 @@ impl Embedder {
         let mut order: Vec<usize> = (0..texts.len()).collect();
         order.sort_by_key(|&i| std::cmp::Reverse(encodings[i].len()));
         let mut out: Vec<Vec<f32>> = vec![Vec::new(); texts.len()];
-        for batch in order.chunks(self.config.batch_size.max(1)) {
-            let max_len = batch
+        let batches: Vec<&[usize]> = match &self.model {
+            Encoder::Fused(_) => packed_batches(
+                &order,
+                &encodings,
+                self.config.batch_size,
+                TOKENS_PER_FORWARD,
+            ),
+            Encoder::Reference(_) => order.chunks(self.config.batch_size.max(1)).collect(),
+        };
+        let results: Vec<Vec<Vec<f32>>> = match &self.model {
+            // Batches run side by side on the rayon pool; the kernels and
+            // products inside a batch split further only when a thread is idle.
+            Encoder::Fused(enc) => batches
+                .par_iter()
+                .map(|batch| self.forward_fused(enc, &encodings, batch))
+                .collect::<Result<_, _>>()?,
+            Encoder::Reference(model) => batches
                 .iter()
-                .map(|&i| encodings[i].len())
-                .max()
-                .unwrap_or(0)
-                .max(1);
-            let n = batch.len();
-            let mut ids = vec![0u32; n * max_len];
-            let mut mask = vec![0u32; n * max_len];
-            for (row, &i) in batch.iter().enumerate() {
-                let e = &encodings[i];
-                for (col, &id) in e.get_ids().iter().enumerate() {
-                    ids[row * max_len + col] = id;
-                    mask[row * max_len + col] = 1;
-                }
-            }
-            let ids = Tensor::from_vec(ids, (n, max_len), &self.device)?;
-            let mask = Tensor::from_vec(mask, (n, max_len), &self.device)?;
-            let type_ids = ids.zeros_like()?;
-            let hidden = self.model.forward(&ids, &type_ids, Some(&mask))?;
-            let pooled = match self.pooling {
-                Pooling::Cls => hidden.narrow(1, 0, 1)?.squeeze(1)?,
-                Pooling::Mean => {
-                    let m = mask.to_dtype(DType::F32)?.unsqueeze(2)?;
-                    let summed = hidden.broadcast_mul(&m)?.sum(1)?;
-                    let counts = m.sum(1)?.clamp(1e-9, f64::MAX)?;
-                    summed.broadcast_div(&counts)?
-                }
-            };
-            let norms = pooled
-                .sqr()?
-                .sum_keepdim(1)?
-                .sqrt()?
-                .clamp(1e-12, f64::MAX)?;
-            let normed = pooled.broadcast_div(&norms)?;
-            let rows: Vec<Vec<f32>> = normed.to_vec2()?;
-            for (row, &i) in batch.iter().enumerate() {
-                out[i] = rows[row].clone();
+                .map(|batch| self.forward_reference(model, &encodings, batch))
+                .collect::<Result<_, _>>()?,
+        };
+        for (rows, batch) in results.into_iter().zip(batches) {
+            for (row, &i) in rows.into_iter().zip(batch) {
+                out[i] = row;
             }
         }
         Ok(out)
+    }
+
+    /// Pooled, normalised vectors for `batch` (indices into `encodings`) through the fused encoder.
+    fn forward_fused(
+        &self,
+        enc: &BertEncoder,
+        encodings: &[Encoding],
+        batch: &[usize],
+    ) -> Result<Vec<Vec<f32>>, ModelError> {
+        let dim = enc.hidden();
+        let seqs: Vec<&[u32]> = batch
+            .iter()
+            .map(|&i| encodings[i].get_ids())
+            .filter(|ids| !ids.is_empty())
+            .collect();
+        let hidden = enc.forward(&seqs)?;
+        let mut offset = 0usize;
+        let mut rows = Vec::with_capacity(batch.len());
+        for &i in batch {
+            let len = encodings[i].len();
+            if len == 0 {
+                rows.push(vec![0.0; dim]);
+                continue;
+            }
+            let states = &hidden[offset * dim..(offset + len) * dim];
+            offset += len;
+            rows.push(pool(states, dim, self.pooling));
+        }
+        Ok(rows)
+    }
+
+    /// Pooled, normalised vectors for `batch` through candle's BERT on a padded batch.
+    fn forward_reference(
+        &self,
+        model: &BertModel,
+        encodings: &[Encoding],
+        batch: &[usize],
+    ) -> Result<Vec<Vec<f32>>, ModelError> {
+        let max_len = batch
+            .iter()
+            .map(|&i| encodings[i].len())
+            .max()
+            .unwrap_or(0)
+            .max(1);
+        let n = batch.len();
+        let mut ids = vec![0u32; n * max_len];
+        let mut mask = vec![0u32; n * max_len];
+        for (row, &i) in batch.iter().enumerate() {
+            for (col, &id) in encodings[i].get_ids().iter().enumerate() {
+                ids[row * max_len + col] = id;
+                mask[row * max_len + col] = 1;
+            }
+        }
+        let ids = Tensor::from_vec(ids, (n, max_len), &self.device)?;
+        let mask = Tensor::from_vec(mask, (n, max_len), &self.device)?;
+        let type_ids = ids.zeros_like()?;
+        let hidden = model.forward(&ids, &type_ids, Some(&mask))?;
+        let pooled = match self.pooling {
+            Pooling::Cls => hidden.narrow(1, 0, 1)?.squeeze(1)?,
+            Pooling::Mean => {
+                let m = mask.to_dtype(DType::F32)?.unsqueeze(2)?;
+                let summed = hidden.broadcast_mul(&m)?.sum(1)?;
+                let counts = m.sum(1)?.clamp(1e-9, f64::MAX)?;
+                summed.broadcast_div(&counts)?
+            }
+        };
+        let norms = pooled
+            .sqr()?
+            .sum_keepdim(1)?
+            .sqrt()?
+            .clamp(1e-12, f64::MAX)?;
+        Ok(pooled.broadcast_div(&norms)?.to_vec2()?)
     }
 
     /// Counts tokens the way the embedder sees them (with special tokens, before truncation).
@@ -253,4 +331,59 @@ impl Embedder {
         plain.with_truncation(None).map_err(tok_err)?;
         Ok(plain.encode(text, true).map_err(tok_err)?.len())
     }
+}
+
+/// Tokens in one forward pass of the packed encoder at most (a single
+/// longer text still goes alone). Small enough that the activations of a
+/// pass are reused by the allocator instead of being mapped afresh, large
+/// enough to keep the matrix products efficient.
+const TOKENS_PER_FORWARD: usize = 1024;
+
+/// Cuts `order` (indices sorted by decreasing length) into runs of at most
+/// `max_texts` texts and `max_tokens` tokens.
+fn packed_batches<'a>(
+    order: &'a [usize],
+    encodings: &[Encoding],
+    max_texts: usize,
+    max_tokens: usize,
+) -> Vec<&'a [usize]> {
+    let mut batches = Vec::new();
+    let mut start = 0;
+    let mut tokens = 0;
+    for (pos, &i) in order.iter().enumerate() {
+        let len = encodings[i].len();
+        if pos > start && (pos - start >= max_texts.max(1) || tokens + len > max_tokens) {
+            batches.push(&order[start..pos]);
+            start = pos;
+            tokens = 0;
+        }
+        tokens += len;
+    }
+    if start < order.len() {
+        batches.push(&order[start..]);
+    }
+    batches
+}
+
+/// Pools the hidden states of one sequence (`len * dim` values) into one
+/// L2-normalised vector.
+fn pool(states: &[f32], dim: usize, pooling: Pooling) -> Vec<f32> {
+    let len = states.len() / dim;
+    let mut v = match pooling {
+        Pooling::Cls => states[..dim].to_vec(),
+        Pooling::Mean => {
+            let mut acc = vec![0f32; dim];
+            for row in states.chunks_exact(dim) {
+                for (a, &x) in acc.iter_mut().zip(row) {
+                    *a += x;
+                }
+            }
+            let inv = 1.0 / len.max(1) as f32;
+            acc.iter_mut().for_each(|a| *a *= inv);
+            acc
+        }
+    };
+    let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt().max(1e-12);
+    v.iter_mut().for_each(|x| *x /= norm);
+    v
 }

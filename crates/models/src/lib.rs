@@ -3,8 +3,10 @@
 //! This crate is the only one that knows candle. It offers two things:
 //!
 //! * [`Embedder`]: a BERT-family sentence embedder (all-MiniLM-L6-v2 by
-//!   default) that turns passages and queries into L2-normalised vectors,
-//!   batched and sorted by length so little compute goes to padding.
+//!   default) that turns passages and queries into L2-normalised vectors.
+//!   On the CPU it runs Lectern's own encoder (`bert/`): texts sorted by
+//!   length and packed without padding, fused QKV, fused bias/GELU and
+//!   bias/residual/LayerNorm kernels, batches in parallel.
 //! * [`Llm`]: a Qwen3 causal language model loaded from a Hugging Face style
 //!   folder (config.json + safetensors + tokenizer.json) or from a single
 //!   GGUF file, with the chat template from the model's own
@@ -18,6 +20,7 @@
 //! to a candle device, and [`capabilities`] tells it which backends this
 //! build was compiled with.
 
+mod bert;
 mod chat;
 mod device;
 mod embed;
@@ -30,6 +33,6 @@ pub use chat::{ChatMessage, ChatTemplate, Role};
 pub use device::{candle_device, capabilities};
 pub use embed::{Embedder, EmbedderConfig, Pooling};
 pub use error::ModelError;
-pub use llm::{GenerationParams, GenerationStats, Llm, LlmFormat, StopReason};
+pub use llm::{GenerationParams, GenerationStats, Llm, LlmFormat, Piece, StopReason};
 pub use qwen3::{Logits, Qwen3, Qwen3Config, Qwen3Options, Yarn};
-pub use stream::TokenStream;
+pub use stream::{Segment, ThinkSplitter, TokenStream, THINK_CLOSE, THINK_OPEN};

@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 use tokenizers::Tokenizer;
 
 use crate::qwen3::{Logits, Qwen3, Qwen3Options};
+use crate::stream::{Segment, ThinkSplitter};
 use crate::{error::tok_err, ChatMessage, ChatTemplate, ModelError, TokenStream};
 
 /// Where the weights came from.
@@ -41,8 +42,11 @@ pub struct GenerationParams {
     pub repeat_last_n: usize,
     /// Seed for sampling; a fixed seed gives the same answer.
     pub seed: u64,
-    /// Generation stops when the text ends with one of these.
+    /// Generation stops when the answer text contains one of these.
     pub stop: Vec<String>,
+    /// Lets hybrid-thinking models (Qwen3) reason in a `<think>` block before
+    /// answering; passed to the chat template as `enable_thinking`.
+    pub enable_thinking: bool,
 }
 
 impl Default for GenerationParams {
@@ -56,6 +60,7 @@ impl Default for GenerationParams {
             repeat_last_n: 64,
             seed: 299_792_458,
             stop: Vec::new(),
+            enable_thinking: false,
         }
     }
 }
@@ -77,8 +82,12 @@ pub enum StopReason {
 /// What a generation cost and produced.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct GenerationStats {
-    /// The full generated text.
+    /// The answer text: everything generated except a `<think>` block.
     pub text: String,
+    /// The model's reasoning (the inside of its `<think>` block); empty
+    /// when it did not think.
+    #[serde(default)]
+    pub thinking: String,
     /// Tokens in the prompt.
     pub prompt_tokens: usize,
     /// Leading prompt tokens whose keys and values were still cached from
@@ -93,6 +102,36 @@ pub struct GenerationStats {
     pub decode_ms: f64,
     /// Why it stopped.
     pub stop_reason: StopReason,
+}
+
+impl GenerationStats {
+    /// Tokens per second after the first token (0 when only one was made).
+    pub fn decode_tokens_per_s(&self) -> f64 {
+        if self.generated_tokens > 1 && self.decode_ms > 0.0 {
+            (self.generated_tokens - 1) as f64 * 1e3 / self.decode_ms
+        } else {
+            0.0
+        }
+    }
+
+    /// Prompt tokens actually run per second of prefill (cached prefix excluded).
+    pub fn prefill_tokens_per_s(&self) -> f64 {
+        let run = self.prompt_tokens - self.reused_prompt_tokens;
+        if self.prefill_ms > 0.0 {
+            run as f64 * 1e3 / self.prefill_ms
+        } else {
+            0.0
+        }
+    }
+}
+
+/// A piece of streamed output.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Piece<'a> {
+    /// Answer text.
+    Answer(&'a str),
+    /// Reasoning inside the model's `<think>` block.
+    Thinking(&'a str),
 }
 
 /// Prompt tokens run through the model in one batch; longer prompts go in
@@ -258,9 +297,25 @@ impl Llm {
         &self.eos_ids
     }
 
-    /// Renders a conversation with the model's chat template, ready for the answer.
+    /// Renders a conversation with the model's chat template, ready for the
+    /// answer, with thinking off.
     pub fn render_chat(&self, messages: &[ChatMessage]) -> Result<String, ModelError> {
         self.template.render(messages, true, false)
+    }
+
+    /// [`Llm::render_chat`] with thinking on or off (`enable_thinking` in
+    /// the template; templates without it ignore the flag).
+    pub fn render_chat_with(
+        &self,
+        messages: &[ChatMessage],
+        enable_thinking: bool,
+    ) -> Result<String, ModelError> {
+        self.template.render(messages, true, enable_thinking)
+    }
+
+    /// The model's chat template.
+    pub fn chat_template(&self) -> &ChatTemplate {
+        &self.template
     }
 
     /// Tokens in `text` as the model counts them.
@@ -285,13 +340,31 @@ impl Llm {
     }
 
     /// Generates a continuation of `prompt` (already rendered with the chat
-    /// template). Each new piece of text goes to `on_piece`; returning
-    /// `false` from it stops generation after that token.
+    /// template). Each new piece of answer text goes to `on_piece` (a
+    /// `<think>` block is kept out of it and of the returned text; see
+    /// [`Llm::generate_pieces`]); returning `false` from it stops generation
+    /// after that token.
     pub fn generate(
         &mut self,
         prompt: &str,
         params: &GenerationParams,
         on_piece: &mut dyn FnMut(&str) -> bool,
+    ) -> Result<GenerationStats, ModelError> {
+        self.generate_pieces(prompt, params, &mut |piece| match piece {
+            Piece::Answer(text) => on_piece(text),
+            Piece::Thinking(_) => true,
+        })
+    }
+
+    /// [`Llm::generate`] that also streams the model's reasoning: each piece
+    /// of output goes to `on_piece` as [`Piece::Thinking`] (inside the
+    /// `<think>` block, which may be cut across tokens anywhere) or
+    /// [`Piece::Answer`]. Stop strings apply to the answer text only.
+    pub fn generate_pieces(
+        &mut self,
+        prompt: &str,
+        params: &GenerationParams,
+        on_piece: &mut dyn FnMut(Piece<'_>) -> bool,
     ) -> Result<GenerationStats, ModelError> {
         let prompt_ids = self
             .tokenizer
@@ -313,29 +386,7 @@ impl Llm {
             });
         }
         let max_new = params.max_tokens.min(context - prompt_ids.len());
-        let sampling = if params.temperature <= 0.0 {
-            Sampling::ArgMax
-        } else {
-            match (params.top_k, params.top_p) {
-                (Some(k), Some(p)) => Sampling::TopKThenTopP {
-                    k,
-                    p,
-                    temperature: params.temperature,
-                },
-                (Some(k), None) => Sampling::TopK {
-                    k,
-                    temperature: params.temperature,
-                },
-                (None, Some(p)) => Sampling::TopP {
-                    p,
-                    temperature: params.temperature,
-                },
-                (None, None) => Sampling::All {
-                    temperature: params.temperature,
-                },
-            }
-        };
-        let mut sampler = LogitsProcessor::from_sampling(params.seed, sampling);
+        let mut sampler = LogitsProcessor::from_sampling(params.seed, sampling_of(params));
         // Keys and values of a shared prefix (system prompt, earlier turns)
         // are still in the cache: keep them, run only what follows. At least
         // one prompt token is run, for the logits of the first answer token.
@@ -360,7 +411,12 @@ impl Llm {
 
         let started = Instant::now();
         let mut stream = TokenStream::new(&self.tokenizer);
-        let mut text = String::new();
+        let mut out = Output {
+            splitter: ThinkSplitter::for_prompt(prompt),
+            text: String::new(),
+            thinking: String::new(),
+            stop: &params.stop,
+        };
         let mut all_ids = prompt_ids.clone();
         let mut pending: Vec<u32> = prompt_ids[reused..].to_vec();
         let mut prefill_ms = 0.0;
@@ -388,41 +444,29 @@ impl Llm {
                 stop_reason = StopReason::EndOfTurn;
                 break;
             }
-            let mut keep_going = true;
             if let Some(piece) = stream.push(next)? {
-                text.push_str(&piece);
-                if let Some(cut) = params
-                    .stop
-                    .iter()
-                    .filter(|s| !s.is_empty())
-                    .filter_map(|s| text.find(s.as_str()))
-                    .min()
-                {
-                    let emitted = text.len() - piece.len();
-                    if cut > emitted {
-                        on_piece(&text[emitted..cut]);
-                    }
-                    text.truncate(cut);
-                    stop_reason = StopReason::StopString;
+                if let Some(reason) = out.push(&piece, on_piece) {
+                    stop_reason = reason;
                     break;
                 }
-                keep_going = on_piece(&piece);
-            }
-            if !keep_going {
-                stop_reason = StopReason::Cancelled;
-                break;
             }
             pending = vec![next];
         }
         if stop_reason != StopReason::StopString {
-            if let Some(rest) = stream.flush()? {
-                text.push_str(&rest);
-                on_piece(&rest);
+            let rest = stream.flush()?.unwrap_or_default();
+            let mut segments = out.splitter.push(&rest);
+            segments.extend(out.splitter.finish());
+            for seg in segments {
+                if out.deliver(seg, on_piece) == Some(StopReason::StopString) {
+                    stop_reason = StopReason::StopString;
+                    break;
+                }
             }
         }
         let total_ms = started.elapsed().as_secs_f64() * 1e3;
         Ok(GenerationStats {
-            text,
+            text: out.text,
+            thinking: out.thinking,
             prompt_tokens: prompt_ids.len(),
             reused_prompt_tokens: reused,
             generated_tokens: generated,
@@ -430,5 +474,87 @@ impl Llm {
             decode_ms: total_ms - prefill_ms,
             stop_reason,
         })
+    }
+}
+
+fn sampling_of(params: &GenerationParams) -> Sampling {
+    if params.temperature <= 0.0 {
+        return Sampling::ArgMax;
+    }
+    let temperature = params.temperature;
+    match (params.top_k, params.top_p) {
+        (Some(k), Some(p)) => Sampling::TopKThenTopP { k, p, temperature },
+        (Some(k), None) => Sampling::TopK { k, temperature },
+        (None, Some(p)) => Sampling::TopP { p, temperature },
+        (None, None) => Sampling::All { temperature },
+    }
+}
+
+/// Generated text on its way out: split into thinking and answer, checked
+/// for stop strings, and handed to the caller.
+struct Output<'p> {
+    splitter: ThinkSplitter,
+    text: String,
+    thinking: String,
+    stop: &'p [String],
+}
+
+impl Output<'_> {
+    /// Takes one detokenised piece; returns why to stop, if generation must.
+    fn push(
+        &mut self,
+        piece: &str,
+        on_piece: &mut dyn FnMut(Piece<'_>) -> bool,
+    ) -> Option<StopReason> {
+        let mut keep_going = true;
+        for seg in self.splitter.push(piece) {
+            match self.deliver(seg, on_piece) {
+                Some(StopReason::StopString) => return Some(StopReason::StopString),
+                Some(_) => keep_going = false,
+                None => {}
+            }
+        }
+        (!keep_going).then_some(StopReason::Cancelled)
+    }
+
+    /// Records and emits one segment. `Some(StopString)` when a stop string
+    /// ended the answer, `Some(Cancelled)` when the caller asked to stop.
+    fn deliver(
+        &mut self,
+        seg: Segment,
+        on_piece: &mut dyn FnMut(Piece<'_>) -> bool,
+    ) -> Option<StopReason> {
+        match seg {
+            Segment::Thinking(t) => {
+                self.thinking.push_str(&t);
+                (!on_piece(Piece::Thinking(&t))).then_some(StopReason::Cancelled)
+            }
+            Segment::Answer(a) => {
+                let emitted = self.text.len();
+                self.text.push_str(&a);
+                // A stop string may straddle earlier text: search from just
+                // before the new piece.
+                let cut = self
+                    .stop
+                    .iter()
+                    .filter(|s| !s.is_empty())
+                    .filter_map(|s| {
+                        let mut from = emitted.saturating_sub(s.len() - 1);
+                        while !self.text.is_char_boundary(from) {
+                            from -= 1;
+                        }
+                        self.text[from..].find(s.as_str()).map(|i| from + i)
+                    })
+                    .min();
+                if let Some(cut) = cut {
+                    if cut > emitted {
+                        on_piece(Piece::Answer(&self.text[emitted..cut]));
+                    }
+                    self.text.truncate(cut);
+                    return Some(StopReason::StopString);
+                }
+                (!on_piece(Piece::Answer(&a))).then_some(StopReason::Cancelled)
+            }
+        }
     }
 }

@@ -23,7 +23,7 @@ pub use config::{Qwen3Config, Yarn};
 
 use cache::KvCache;
 use rope::Rope;
-use weights::{Linear, Part, WeightSource};
+use weights::{Embedding, Linear, Part, WeightSource};
 
 use crate::ModelError;
 
@@ -80,7 +80,7 @@ struct Layer {
 #[derive(Debug)]
 pub struct Qwen3 {
     cfg: Qwen3Config,
-    embed: Tensor,
+    embed: Embedding,
     layers: Vec<Layer>,
     norm: Tensor,
     lm_head: Linear,
@@ -221,7 +221,7 @@ impl Qwen3 {
         let qd = cfg.num_attention_heads * cfg.head_dim;
         let kvd = cfg.num_key_value_heads * cfg.head_dim;
         let inter = cfg.intermediate_size;
-        let embed = w.dense(Part::Embed).map_err(err)?;
+        let embed = w.embedding().map_err(err)?;
         if embed.dims() != [cfg.vocab_size, h] {
             return Err(invalid(
                 path,
@@ -252,7 +252,7 @@ impl Qwen3 {
         let lm_head = if w.has(Part::LmHead) {
             w.linear(Part::LmHead, (cfg.vocab_size, h)).map_err(err)?
         } else {
-            w.linear(Part::Embed, (cfg.vocab_size, h)).map_err(err)?
+            embed.as_linear().map_err(err)?
         };
         let rope = Rope::new(&cfg, device).map_err(err)?;
         let capacity = opts.context.min(cfg.position_limit());
@@ -383,7 +383,7 @@ impl Qwen3 {
     ) -> candle_core::Result<Tensor> {
         let n = tokens.len();
         let ids = Tensor::new(tokens, &self.device)?;
-        let mut x = self.embed.index_select(&ids, 0)?.unsqueeze(0)?;
+        let mut x = self.embed.lookup(&ids, self.dtype)?.unsqueeze(0)?;
         let (cos, sin) = self.rope.cos_sin(position, n)?;
         let mask = if n > 1 {
             Some(causal_mask(n, start, &self.device)?)
@@ -423,9 +423,12 @@ impl Qwen3 {
         let heads = |t: Tensor, count: usize| -> candle_core::Result<Tensor> {
             t.reshape((1, n, count, hd))?.transpose(1, 2)?.contiguous()
         };
-        let q = heads(l.q.forward(&h)?, nh)?;
-        let k = heads(l.k.forward(&h)?, nkv)?;
-        let v = heads(l.v.forward(&h)?, nkv)?;
+        let [q, k, v]: [Tensor; 3] = Linear::forward_many(&[&l.q, &l.k, &l.v], &h)?
+            .try_into()
+            .map_err(|_| candle_core::Error::msg("q/k/v projection count"))?;
+        let q = heads(q, nh)?;
+        let k = heads(k, nkv)?;
+        let v = heads(v, nkv)?;
         let q = candle_nn::ops::rms_norm(&q, &l.q_norm, eps)?;
         let k = candle_nn::ops::rms_norm(&k, &l.k_norm, eps)?;
         let q = self.rope.apply(&q, cos, sin)?;
@@ -454,8 +457,10 @@ impl Qwen3 {
         let x = (x + l.o.forward(&attn)?)?;
 
         let h = candle_nn::ops::rms_norm(&x, &l.ffn_norm, eps)?;
-        let gate = candle_nn::ops::silu(&l.gate.forward(&h)?)?;
-        let mlp = l.down.forward(&(gate * l.up.forward(&h)?)?)?;
+        let [gate, up]: [Tensor; 2] = Linear::forward_many(&[&l.gate, &l.up], &h)?
+            .try_into()
+            .map_err(|_| candle_core::Error::msg("gate/up projection count"))?;
+        let mlp = l.down.forward(&(candle_nn::ops::silu(&gate)? * up)?)?;
         x + mlp
     }
 

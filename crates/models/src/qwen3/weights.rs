@@ -6,8 +6,9 @@ use std::collections::HashMap;
 use std::fs::File;
 use std::io::BufReader;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
-use candle_core::quantized::{gguf_file, GgmlDType, QMatMul};
+use candle_core::quantized::{gguf_file, GgmlDType, QMatMul, QTensor};
 use candle_core::{DType, Device, Module, Result, Tensor};
 
 /// A weight matrix `(out, in)` applied as `x W^T`.
@@ -17,6 +18,62 @@ pub(crate) struct Linear {
 }
 
 impl Linear {
+    /// The quantized matrix, when it is one.
+    pub(crate) fn quantized(&self) -> Option<&QTensor> {
+        match &self.inner {
+            QMatMul::QTensor(q) => Some(q.as_ref()),
+            _ => None,
+        }
+    }
+
+    /// Applies several matrices to the same `x`. For one f32 token on the
+    /// CPU, quantized matrices of one type go through a fused kernel: `x`
+    /// is quantized once and all of them run in one parallel region (one
+    /// thread rendezvous instead of one per matrix). Anything else takes
+    /// the ordinary path, matrix by matrix.
+    pub(crate) fn forward_many(ws: &[&Linear], x: &Tensor) -> Result<Vec<Tensor>> {
+        let single_token = x.dims().iter().rev().skip(1).product::<usize>() == 1;
+        if !(single_token && x.dtype() == DType::F32 && x.device().is_cpu()) {
+            return ws.iter().map(|w| w.forward(x)).collect();
+        }
+        let x = x.contiguous()?;
+        let mut out: Vec<Option<Tensor>> = vec![None; ws.len()];
+        for i in 0..ws.len() {
+            if out[i].is_some() {
+                continue;
+            }
+            let Some(qi) = ws[i].quantized() else {
+                out[i] = Some(ws[i].forward(&x)?);
+                continue;
+            };
+            // Every later matrix of the same quantized type joins this group.
+            let group: Vec<usize> = (i..ws.len())
+                .filter(|&j| {
+                    out[j].is_none() && ws[j].quantized().is_some_and(|q| q.dtype() == qi.dtype())
+                })
+                .collect();
+            let qs: Vec<&QTensor> = group.iter().filter_map(|&j| ws[j].quantized()).collect();
+            let fused = if qs.len() > 1 {
+                QTensor::gemv_fused_shared_lhs(&qs, &x)?
+            } else {
+                None
+            };
+            match fused {
+                Some(ys) => {
+                    for (j, y) in group.into_iter().zip(ys) {
+                        out[j] = Some(y);
+                    }
+                }
+                None => {
+                    for j in group {
+                        out[j] = Some(ws[j].forward(&x)?);
+                    }
+                }
+            }
+        }
+        Ok(out.into_iter().flatten().collect())
+    }
+
     pub(crate) fn forward(&self, x: &Tensor) -> Result<Tensor> {
         match &self.inner {
             QMatMul::QTensor(_) => {
@@ -32,6 +89,43 @@ impl Linear {
             }
             _ => self.inner.forward(x),
         }
+    }
+}
+
+/// The token embedding table. A quantized GGUF table stays quantized: rows
+/// are dequantized as tokens are looked up, and a tied output head shares it.
+#[derive(Debug, Clone)]
+pub(crate) enum Embedding {
+    /// A plain `(vocab, hidden)` tensor.
+    Dense(Tensor),
+    /// A quantized `(vocab, hidden)` matrix.
+    Quantized(Arc<QTensor>),
+}
+
+impl Embedding {
+    /// `(vocab, hidden)`.
+    pub(crate) fn dims(&self) -> Vec<usize> {
+        match self {
+            Self::Dense(t) => t.dims().to_vec(),
+            Self::Quantized(q) => q.shape().dims().to_vec(),
+        }
+    }
+
+    /// Rows for `ids` (a 1-D u32 tensor), shape `(ids, hidden)`, in `dtype`.
+    pub(crate) fn lookup(&self, ids: &Tensor, dtype: DType) -> Result<Tensor> {
+        match self {
+            Self::Dense(t) => t.index_select(ids, 0)?.to_dtype(dtype),
+            Self::Quantized(q) => q.embedding(ids)?.to_dtype(dtype),
+        }
+    }
+
+    /// The same table as an output projection (tied embeddings), sharing memory.
+    pub(crate) fn as_linear(&self) -> Result<Linear> {
+        let inner = match self {
+            Self::Dense(t) => QMatMul::Tensor(t.clone()),
+            Self::Quantized(q) => QMatMul::from_arc(q.clone())?,
+        };
+        Ok(Linear { inner })
     }
 }
 
@@ -185,6 +279,32 @@ impl WeightSource {
         }
     }
 
+    /// The token embedding table; a quantized GGUF table stays quantized.
+    pub(crate) fn embedding(&mut self) -> Result<Embedding> {
+        let part = Part::Embed;
+        if !self.has(part) {
+            return Err(self.missing(part));
+        }
+        match self {
+            Self::Safetensors { .. } => Ok(Embedding::Dense(self.dense(part)?)),
+            Self::Gguf {
+                content,
+                reader,
+                dtype,
+                device,
+                ..
+            } => {
+                let q = content.tensor(reader, &part.gguf_name(), device)?;
+                match q.dtype() {
+                    GgmlDType::F32 | GgmlDType::F16 | GgmlDType::BF16 => {
+                        Ok(Embedding::Dense(q.dequantize(device)?.to_dtype(*dtype)?))
+                    }
+                    _ => Ok(Embedding::Quantized(Arc::new(q))),
+                }
+            }
+        }
+    }
+
     /// A matrix `(out, in)` to multiply with; quantized GGUF matrices stay quantized.
     pub(crate) fn linear(&mut self, part: Part, shape: (usize, usize)) -> Result<Linear> {
         if !self.has(part) {
@@ -221,5 +341,70 @@ impl WeightSource {
             )));
         }
         Ok(Linear { inner })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn quantized(rows: usize, cols: usize, dtype: GgmlDType, seed: u64) -> Linear {
+        let dev = Device::Cpu;
+        let mut state = seed;
+        let data: Vec<f32> = (0..rows * cols)
+            .map(|_| {
+                state = state
+                    .wrapping_mul(6_364_136_223_846_793_005)
+                    .wrapping_add(1_442_695_040_888_963_407);
+                ((state >> 40) as f32 / (1u64 << 24) as f32 - 0.5) * 0.1
+            })
+            .collect();
+        let t = Tensor::from_vec(data, (rows, cols), &dev).unwrap();
+        Linear {
+            inner: QMatMul::from_qtensor(QTensor::quantize(&t, dtype).unwrap()).unwrap(),
+        }
+    }
+
+    fn max_diff(a: &Tensor, b: &Tensor) -> f32 {
+        (a - b)
+            .unwrap()
+            .abs()
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .max(0)
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap()
+    }
+
+    #[test]
+    fn fused_projections_match_one_by_one() {
+        let k = 1024;
+        // q and k share a type and fuse; v has another type, as in Q4_K_M files.
+        let ws = [
+            quantized(2048, k, GgmlDType::Q4K, 1),
+            quantized(1024, k, GgmlDType::Q4K, 2),
+            quantized(1024, k, GgmlDType::Q6K, 3),
+        ];
+        let refs: Vec<&Linear> = ws.iter().collect();
+        #[cfg(target_arch = "x86_64")]
+        if std::is_x86_feature_detected!("avx512vnni") {
+            // Where the fused kernel exists, the same-type pair really takes it.
+            let x = Tensor::randn(0f32, 1.0, (1, 1, k), &Device::Cpu).unwrap();
+            let qs: Vec<&QTensor> = ws[..2].iter().filter_map(Linear::quantized).collect();
+            assert!(QTensor::gemv_fused_shared_lhs(&qs, &x).unwrap().is_some());
+        }
+        for n in [1, 3] {
+            let x = Tensor::randn(0f32, 1.0, (1, n, k), &Device::Cpu).unwrap();
+            let many = Linear::forward_many(&refs, &x).unwrap();
+            assert_eq!(many.len(), 3);
+            for (w, y) in ws.iter().zip(&many) {
+                let one = w.forward(&x).unwrap();
+                assert_eq!(one.dims(), y.dims());
+                let d = max_diff(&one, y);
+                assert!(d <= 1e-4, "n = {n}: fused differs by {d}");
+            }
+        }
     }
 }

@@ -1,0 +1,375 @@
+//! Lectern's own BERT encoder for the CPU.
+//!
+//! The same network as `candle_transformers::models::bert::BertModel`
+//! (post-LayerNorm encoder, absolute positions, erf GELU), run on packed
+//! sequences: the tokens of every sequence in a batch are stacked into one
+//! `(tokens, hidden)` matrix with no padding, so every projection is one
+//! large matrix product and attention runs per sequence without a mask.
+//! The query, key and value projections are one fused product; bias,
+//! activation, residual and LayerNorm are fused kernels (see [`kernels`]).
+//! Matrix products go through candle (gemm).
+
+mod kernels;
+
+use candle_core::{DType, Device, Tensor};
+use candle_nn::VarBuilder;
+use candle_transformers::models::bert::{Config as BertConfig, HiddenAct, PositionEmbeddingType};
+use rayon::prelude::*;
+
+use kernels::{layer_norm_row, BiasGelu, BiasResidualNorm, Softmax, SplitHeads};
+
+struct Layer {
+    /// Fused query/key/value weight, `(hidden, 3 * hidden)`.
+    wqkv: Tensor,
+    bqkv: Vec<f32>,
+    /// Attention output projection, `(hidden, hidden)`.
+    wo: Tensor,
+    bo: Vec<f32>,
+    attn_gamma: Vec<f32>,
+    attn_beta: Vec<f32>,
+    /// Feed-forward up projection, `(hidden, intermediate)`.
+    w_up: Tensor,
+    b_up: Vec<f32>,
+    /// Feed-forward down projection, `(intermediate, hidden)`.
+    w_down: Tensor,
+    b_down: Vec<f32>,
+    out_gamma: Vec<f32>,
+    out_beta: Vec<f32>,
+}
+
+/// A BERT encoder whose forward pass runs fused CPU kernels on packed sequences.
+pub(crate) struct BertEncoder {
+    word: Vec<f32>,
+    position: Vec<f32>,
+    token_type0: Vec<f32>,
+    emb_gamma: Vec<f32>,
+    emb_beta: Vec<f32>,
+    layers: Vec<Layer>,
+    hidden: usize,
+    heads: usize,
+    vocab: usize,
+    max_positions: usize,
+    eps: f32,
+    device: Device,
+}
+
+/// Why the fused encoder cannot run a configuration (the caller falls back
+/// to candle's reference implementation).
+pub(crate) fn unsupported(cfg: &BertConfig, device: &Device) -> Option<String> {
+    if !device.is_cpu() {
+        return Some("fused encoder kernels run on the CPU only".into());
+    }
+    if cfg.hidden_act != HiddenAct::Gelu {
+        return Some(format!("activation {:?}", cfg.hidden_act));
+    }
+    if cfg.position_embedding_type != PositionEmbeddingType::Absolute {
+        return Some("non-absolute position embeddings".into());
+    }
+    if cfg.num_attention_heads == 0 || !cfg.hidden_size.is_multiple_of(cfg.num_attention_heads) {
+        return Some("hidden size not divisible by the head count".into());
+    }
+    None
+}
+
+fn vec_of(t: Tensor) -> candle_core::Result<Vec<f32>> {
+    t.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()
+}
+
+/// The weight of a linear layer, transposed to `(in, out)` and contiguous.
+fn weight_t(vb: &VarBuilder, out: usize, inp: usize) -> candle_core::Result<Tensor> {
+    vb.get((out, inp), "weight")?.t()?.contiguous()
+}
+
+impl BertEncoder {
+    /// Loads the weights the way `BertModel::load` names them (at the root,
+    /// under `bert.`, or under the config's `model_type`).
+    pub(crate) fn load(vb: VarBuilder, cfg: &BertConfig) -> candle_core::Result<Self> {
+        let probe = "embeddings.word_embeddings.weight";
+        let vb = if vb.contains_tensor(probe) {
+            vb
+        } else if vb.contains_tensor(&format!("bert.{probe}")) {
+            vb.pp("bert")
+        } else if let Some(mt) = cfg
+            .model_type
+            .as_ref()
+            .filter(|mt| vb.contains_tensor(&format!("{mt}.{probe}")))
+        {
+            vb.pp(mt)
+        } else {
+            vb
+        };
+        let h = cfg.hidden_size;
+        let inter = cfg.intermediate_size;
+        let emb = vb.pp("embeddings");
+        let word = vec_of(emb.get((cfg.vocab_size, h), "word_embeddings.weight")?)?;
+        let position = vec_of(emb.get(
+            (cfg.max_position_embeddings, h),
+            "position_embeddings.weight",
+        )?)?;
+        let token_type0 = vec_of(
+            emb.get(
+                (cfg.type_vocab_size.max(1), h),
+                "token_type_embeddings.weight",
+            )?
+            .get(0)?,
+        )?;
+        let emb_gamma = vec_of(emb.get(h, "LayerNorm.weight")?)?;
+        let emb_beta = vec_of(emb.get(h, "LayerNorm.bias")?)?;
+        let mut layers = Vec::with_capacity(cfg.num_hidden_layers);
+        for i in 0..cfg.num_hidden_layers {
+            let vb = vb.pp(format!("encoder.layer.{i}"));
+            let att = vb.pp("attention");
+            let sa = att.pp("self");
+            let (q, k, v) = (sa.pp("query"), sa.pp("key"), sa.pp("value"));
+            let wqkv = Tensor::cat(
+                &[
+                    q.get((h, h), "weight")?,
+                    k.get((h, h), "weight")?,
+                    v.get((h, h), "weight")?,
+                ],
+                0,
+            )?
+            .t()?
+            .contiguous()?;
+            let mut bqkv = vec_of(q.get(h, "bias")?)?;
+            bqkv.extend(vec_of(k.get(h, "bias")?)?);
+            bqkv.extend(vec_of(v.get(h, "bias")?)?);
+            let ao = att.pp("output");
+            let out = vb.pp("output");
+            let up = vb.pp("intermediate").pp("dense");
+            layers.push(Layer {
+                wqkv,
+                bqkv,
+                wo: weight_t(&ao.pp("dense"), h, h)?,
+                bo: vec_of(ao.pp("dense").get(h, "bias")?)?,
+                attn_gamma: vec_of(ao.pp("LayerNorm").get(h, "weight")?)?,
+                attn_beta: vec_of(ao.pp("LayerNorm").get(h, "bias")?)?,
+                w_up: weight_t(&up, inter, h)?,
+                b_up: vec_of(up.get(inter, "bias")?)?,
+                w_down: weight_t(&out.pp("dense"), h, inter)?,
+                b_down: vec_of(out.pp("dense").get(h, "bias")?)?,
+                out_gamma: vec_of(out.pp("LayerNorm").get(h, "weight")?)?,
+                out_beta: vec_of(out.pp("LayerNorm").get(h, "bias")?)?,
+            });
+        }
+        Ok(Self {
+            word,
+            position,
+            token_type0,
+            emb_gamma,
+            emb_beta,
+            layers,
+            hidden: h,
+            heads: cfg.num_attention_heads,
+            vocab: cfg.vocab_size,
+            max_positions: cfg.max_position_embeddings,
+            eps: cfg.layer_norm_eps as f32,
+            device: vb.device().clone(),
+        })
+    }
+
+    /// Hidden size.
+    pub(crate) fn hidden(&self) -> usize {
+        self.hidden
+    }
+
+    /// Runs the encoder over `seqs` (token ids, token type 0) and returns the
+    /// last hidden states of all tokens stacked `(sum of lengths, hidden)`,
+    /// sequence after sequence.
+    pub(crate) fn forward(&self, seqs: &[&[u32]]) -> candle_core::Result<Vec<f32>> {
+        let h = self.hidden;
+        let mut offsets = Vec::with_capacity(seqs.len() + 1);
+        offsets.push(0usize);
+        for s in seqs {
+            if s.is_empty() {
+                return Err(candle_core::Error::Msg("empty token sequence".into()));
+            }
+            if s.len() > self.max_positions {
+                return Err(candle_core::Error::Msg(format!(
+                    "sequence of {} tokens exceeds the model's {} positions",
+                    s.len(),
+                    self.max_positions
+                )));
+            }
+            if let Some(&bad) = s.iter().find(|&&id| id as usize >= self.vocab) {
+                return Err(candle_core::Error::Msg(format!(
+                    "token id {bad} is outside the vocabulary of {}",
+                    self.vocab
+                )));
+            }
+            offsets.push(offsets[offsets.len() - 1] + s.len());
+        }
+        let total = offsets[offsets.len() - 1];
+        if total == 0 {
+            return Ok(Vec::new());
+        }
+        // Embeddings: word + position + token type 0, then LayerNorm.
+        let positions: Vec<(u32, usize)> = seqs
+            .iter()
+            .flat_map(|s| s.iter().enumerate().map(|(p, &id)| (id, p)))
+            .collect();
+        let mut x = vec![0f32; total * h];
+        x.par_chunks_mut(h)
+            .zip(positions.par_iter())
+            .for_each(|(row, &(id, p))| {
+                let w = &self.word[id as usize * h..][..h];
+                let pe = &self.position[p * h..][..h];
+                for (((o, &a), &b), &c) in row.iter_mut().zip(w).zip(pe).zip(&self.token_type0) {
+                    *o = a + b + c;
+                }
+                kernels::simd(
+                    #[inline(always)]
+                    || layer_norm_row(row, &self.emb_gamma, &self.emb_beta, self.eps),
+                );
+            });
+        let mut x = Tensor::from_vec(x, (total, h), &self.device)?;
+        for layer in &self.layers {
+            x = self.layer(layer, &x, &offsets)?;
+        }
+        x.flatten_all()?.to_vec1::<f32>()
+    }
+
+    fn layer(&self, l: &Layer, x: &Tensor, offsets: &[usize]) -> candle_core::Result<Tensor> {
+        let h = self.hidden;
+        let heads = self.heads;
+        let d = h / heads;
+        let split = x.matmul(&l.wqkv)?.apply_op1_no_bwd(&SplitHeads {
+            bias: &l.bqkv,
+            offsets,
+            heads,
+            head_dim: d,
+        })?;
+        // One task per sequence; the products inside split further when a
+        // thread is free.
+        let contexts = offsets
+            .par_windows(2)
+            .map(|w| {
+                let (start, len) = (w[0], w[1] - w[0]);
+                let block = split
+                    .narrow(0, start * 3 * h, len * 3 * h)?
+                    .reshape((3, heads, len, d))?;
+                let (q, k, v) = (block.get(0)?, block.get(1)?, block.get(2)?);
+                let probs = q.matmul(&k.t()?)?.apply_op1_no_bwd(&Softmax)?;
+                let ctx = probs.matmul(&v)?; // (heads, len, d)
+                ctx.transpose(0, 1)?.contiguous()?.reshape((len, h))
+            })
+            .collect::<candle_core::Result<Vec<_>>>()?;
+        let ctx = Tensor::cat(&contexts, 0)?;
+        let attn = ctx.matmul(&l.wo)?.apply_op2_no_bwd(
+            x,
+            &BiasResidualNorm {
+                bias: &l.bo,
+                gamma: &l.attn_gamma,
+                beta: &l.attn_beta,
+                eps: self.eps,
+            },
+        )?;
+        let up = attn
+            .matmul(&l.w_up)?
+            .apply_op1_no_bwd(&BiasGelu { bias: &l.b_up })?;
+        up.matmul(&l.w_down)?.apply_op2_no_bwd(
+            &attn,
+            &BiasResidualNorm {
+                bias: &l.b_down,
+                gamma: &l.out_gamma,
+                beta: &l.out_beta,
+                eps: self.eps,
+            },
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_transformers::models::bert::BertModel;
+    use std::path::PathBuf;
+
+    fn minilm_dir() -> PathBuf {
+        let models = std::env::var_os("LECTERN_MODELS_DIR")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| {
+                PathBuf::from(std::env::var_os("HOME").expect("HOME")).join(".cache/lectern/models")
+            });
+        let dir = models.join("all-MiniLM-L6-v2");
+        assert!(
+            dir.join("model.safetensors").is_file(),
+            "all-MiniLM-L6-v2 missing in {}: run models/provision.sh",
+            models.display()
+        );
+        dir
+    }
+
+    /// The fused encoder on packed sequences gives the same hidden states as
+    /// candle-transformers' `BertModel` on a padded, masked batch of the same
+    /// weights.
+    #[test]
+    fn fused_encoder_matches_candle_bert() {
+        let dir = minilm_dir();
+        let cfg: BertConfig =
+            serde_json::from_slice(&std::fs::read(dir.join("config.json")).unwrap()).unwrap();
+        let data = std::fs::read(dir.join("model.safetensors")).unwrap();
+        let dev = Device::Cpu;
+        let vb = VarBuilder::from_buffered_safetensors(data, DType::F32, &dev).unwrap();
+        let fused = BertEncoder::load(vb.clone(), &cfg).unwrap();
+        let reference = BertModel::load(vb, &cfg).unwrap();
+        // Three sequences of different lengths, ids spread over the vocabulary.
+        let lens = [37usize, 5, 130];
+        let seqs: Vec<Vec<u32>> = lens
+            .iter()
+            .enumerate()
+            .map(|(s, &n)| {
+                (0..n)
+                    .map(|i| ((i * 7919 + s * 104_729 + 101) % cfg.vocab_size) as u32)
+                    .collect()
+            })
+            .collect();
+        let refs: Vec<&[u32]> = seqs.iter().map(Vec::as_slice).collect();
+        let got = fused.forward(&refs).unwrap();
+        let h = cfg.hidden_size;
+        assert_eq!(got.len(), lens.iter().sum::<usize>() * h);
+
+        let max_len = *lens.iter().max().unwrap();
+        let mut ids = vec![0u32; lens.len() * max_len];
+        let mut mask = vec![0u32; lens.len() * max_len];
+        for (r, s) in seqs.iter().enumerate() {
+            ids[r * max_len..r * max_len + s.len()].copy_from_slice(s);
+            mask[r * max_len..r * max_len + s.len()].fill(1);
+        }
+        let ids = Tensor::from_vec(ids, (lens.len(), max_len), &dev).unwrap();
+        let mask = Tensor::from_vec(mask, (lens.len(), max_len), &dev).unwrap();
+        let want: Vec<Vec<Vec<f32>>> = reference
+            .forward(&ids, &ids.zeros_like().unwrap(), Some(&mask))
+            .unwrap()
+            .to_vec3()
+            .unwrap();
+        let mut worst = 0f32;
+        let mut offset = 0;
+        for (r, &n) in lens.iter().enumerate() {
+            for t in 0..n {
+                let row = &got[(offset + t) * h..(offset + t + 1) * h];
+                for (a, b) in row.iter().zip(&want[r][t]) {
+                    worst = worst.max((a - b).abs());
+                }
+            }
+            offset += n;
+        }
+        assert!(worst <= 1e-4, "max abs difference {worst}");
+    }
+
+    #[test]
+    fn out_of_range_input_is_refused() {
+        let dir = minilm_dir();
+        let cfg: BertConfig =
+            serde_json::from_slice(&std::fs::read(dir.join("config.json")).unwrap()).unwrap();
+        let data = std::fs::read(dir.join("model.safetensors")).unwrap();
+        let vb = VarBuilder::from_buffered_safetensors(data, DType::F32, &Device::Cpu).unwrap();
+        let enc = BertEncoder::load(vb, &cfg).unwrap();
+        let too_long = vec![101u32; cfg.max_position_embeddings + 1];
+        let err = enc.forward(&[&too_long]).unwrap_err().to_string();
+        assert!(err.contains("exceeds"), "{err}");
+        let bad = [cfg.vocab_size as u32];
+        let err = enc.forward(&[&bad]).unwrap_err().to_string();
+        assert!(err.contains("vocabulary"), "{err}");
+    }
+}
