@@ -11,6 +11,14 @@ use std::path::Path;
 use std::process::Stdio;
 use std::time::Instant;
 
+/// `lectern ingest FOLDER` writing to the stores every few documents, so a
+/// short run has many commits for kills to land between.
+fn ingest(data: &Path, folder: &str) -> std::process::Command {
+    let mut c = lectern(data, &["ingest", folder]);
+    c.env("LECTERN_WRITE_BATCH_CHUNKS", "8");
+    c
+}
+
 /// What a finished library holds: per document path, its content hash and
 /// chunk count.
 fn library_state(data: &Path) -> BTreeMap<String, (String, u64)> {
@@ -82,9 +90,7 @@ fn sigkill_during_ingest_never_leaves_a_half_built_library() {
     // The reference: one uninterrupted run.
     let reference_dir = tempfile::tempdir().unwrap();
     let t = Instant::now();
-    ok(&lectern(reference_dir.path(), &["ingest", &folder_arg])
-        .output()
-        .unwrap());
+    ok(&ingest(reference_dir.path(), &folder_arg).output().unwrap());
     let full = t.elapsed();
     let reference = library_state(reference_dir.path());
     assert_eq!(reference.len(), files);
@@ -101,7 +107,7 @@ fn sigkill_during_ingest_never_leaves_a_half_built_library() {
         // deterministic jitter so runs differ from trial to trial.
         let frac = (f64::from(i) + 0.5 + 0.37 * f64::from((i * 7) % 5) / 5.0) / f64::from(trials);
         let delay = full.mul_f64(frac.min(0.98));
-        let mut child = lectern(data.path(), &["ingest", &folder_arg])
+        let mut child = ingest(data.path(), &folder_arg)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -115,9 +121,7 @@ fn sigkill_during_ingest_never_leaves_a_half_built_library() {
             partial += 1;
         }
         // Resuming finishes the job, and ends exactly where the reference did.
-        ok(&lectern(data.path(), &["ingest", &folder_arg])
-            .output()
-            .unwrap());
+        ok(&ingest(data.path(), &folder_arg).output().unwrap());
         assert_eq!(
             library_state(data.path()),
             reference,

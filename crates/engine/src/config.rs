@@ -23,7 +23,13 @@ pub struct EngineConfig {
     pub device: DevicePreference,
     /// Most tokens of context the language model may use.
     pub max_context: usize,
+    /// Ingestion writes finished documents to the stores once this many
+    /// chunks are waiting (or after two seconds): fewer, larger commits.
+    pub write_batch_chunks: usize,
 }
+
+/// Default for [`EngineConfig::write_batch_chunks`].
+pub const DEFAULT_WRITE_BATCH_CHUNKS: usize = 512;
 
 fn env_path(name: &str) -> Option<PathBuf> {
     std::env::var_os(name)
@@ -35,7 +41,8 @@ impl EngineConfig {
     /// The default configuration, with overrides from the environment:
     /// `LECTERN_DATA_DIR` (the platform data dir otherwise),
     /// `LECTERN_MODELS_DIR` (the platform cache dir's `lectern/models`
-    /// otherwise), `LECTERN_EMBEDDER`, `LECTERN_LLM` and `LECTERN_DEVICE`.
+    /// otherwise), `LECTERN_EMBEDDER`, `LECTERN_LLM`, `LECTERN_DEVICE` and
+    /// `LECTERN_WRITE_BATCH_CHUNKS`.
     /// An explicit `data_dir` wins over the environment.
     pub fn from_env(data_dir: Option<PathBuf>) -> Result<Self, EngineError> {
         let dirs = directories::ProjectDirs::from("app", "lectern", "Lectern");
@@ -56,6 +63,16 @@ impl EngineConfig {
             env_path("LECTERN_EMBEDDER").unwrap_or_else(|| models_dir.join("all-MiniLM-L6-v2"));
         let llm_path = env_path("LECTERN_LLM");
         let device = DevicePreference::from_env()?;
+        let write_batch_chunks = match std::env::var("LECTERN_WRITE_BATCH_CHUNKS") {
+            Ok(v) if !v.is_empty() => {
+                v.parse::<usize>().ok().filter(|n| *n > 0).ok_or_else(|| {
+                    EngineError::InvalidInput(format!(
+                        "LECTERN_WRITE_BATCH_CHUNKS must be a positive number, not {v:?}"
+                    ))
+                })?
+            }
+            _ => DEFAULT_WRITE_BATCH_CHUNKS,
+        };
         Ok(Self {
             data_dir,
             models_dir,
@@ -64,6 +81,7 @@ impl EngineConfig {
             chunking: ChunkConfig::default(),
             device,
             max_context: 32_768,
+            write_batch_chunks,
         })
     }
 }

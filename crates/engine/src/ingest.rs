@@ -155,14 +155,13 @@ struct PendingBatch {
     since: Option<Instant>,
 }
 
-/// Write the pending batch once it holds this many chunks…
-const BATCH_CHUNKS: usize = 512;
-/// …or once its oldest document has waited this long.
+/// Write the pending batch once it holds `write_batch_chunks` chunks, or
+/// once its oldest document has waited this long.
 const BATCH_SECONDS: f64 = 2.0;
 
 impl PendingBatch {
-    fn is_due(&self) -> bool {
-        self.chunks >= BATCH_CHUNKS
+    fn is_due(&self, max_chunks: usize) -> bool {
+        self.chunks >= max_chunks
             || self
                 .since
                 .is_some_and(|t| t.elapsed().as_secs_f64() >= BATCH_SECONDS)
@@ -240,7 +239,7 @@ impl Engine {
                     report.failed.push((path.clone(), e.to_string()));
                 }
             }
-            if batch.is_due() {
+            if batch.is_due(self.config().write_batch_chunks) {
                 self.flush(&mut batch, &progress, &mut report).await?;
             }
         }
