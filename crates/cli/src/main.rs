@@ -170,7 +170,7 @@ struct SearchOpts {
     top_k: usize,
     /// Hybrid fusion: rrf, norm (score-normalised, dense weight 0.5) or
     /// norm:<dense weight>.
-    #[arg(long, default_value = "rrf", value_parser = parse_fusion)]
+    #[arg(long, default_value = "norm", value_parser = parse_fusion)]
     fusion: Fusion,
 }
 
@@ -220,7 +220,7 @@ enum EvalKind {
         #[arg(long, value_enum, default_value_t = EvalMode::All)]
         mode: EvalMode,
         /// Hybrid fusion: rrf, norm or norm:<dense weight>.
-        #[arg(long, default_value = "rrf", value_parser = parse_fusion)]
+        #[arg(long, default_value = "norm", value_parser = parse_fusion)]
         fusion: Fusion,
         /// Print the results as JSON.
         #[arg(long)]
@@ -248,7 +248,7 @@ enum BenchKind {
         #[arg(long)]
         dir: Option<PathBuf>,
         /// Hybrid fusion: rrf, norm or norm:<dense weight>.
-        #[arg(long, default_value = "rrf", value_parser = parse_fusion)]
+        #[arg(long, default_value = "norm", value_parser = parse_fusion)]
         fusion: Fusion,
         /// IVF partitions probed per query (default: the library's policy).
         #[arg(long)]

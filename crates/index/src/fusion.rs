@@ -5,11 +5,13 @@ use crate::{LegHit, SearchHit};
 /// The share of the dense leg in [`Fusion::Normalized`] unless told otherwise.
 pub const DEFAULT_DENSE_WEIGHT: f32 = 0.5;
 
-/// How hybrid search merges the BM25 and the dense ranking.
-#[derive(Debug, Clone, Copy, PartialEq, Default)]
+/// How hybrid search merges the BM25 and the dense ranking. The default is
+/// score-normalised fusion with equal weights: on SciFact (300 test
+/// queries, all-MiniLM-L6-v2) it scores nDCG@10 0.7305 against 0.7130 for
+/// reciprocal rank fusion, and 0.7164 with a dense weight of 0.3 or 0.7.
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Fusion {
     /// Reciprocal rank fusion: ranks only, scores ignored.
-    #[default]
     Rrf,
     /// Score-normalised fusion: each leg's scores are min-max normalised
     /// over its candidates to [0, 1] (BM25 score; cosine similarity for the
@@ -19,6 +21,14 @@ pub enum Fusion {
         /// `w`, the weight of the dense leg, in [0, 1].
         dense_weight: f32,
     },
+}
+
+impl Default for Fusion {
+    fn default() -> Self {
+        Fusion::Normalized {
+            dense_weight: DEFAULT_DENSE_WEIGHT,
+        }
+    }
 }
 
 impl std::str::FromStr for Fusion {

@@ -543,7 +543,7 @@ impl Library {
 
     /// Searches with `mode`; `vector` is the query embedding (needed for
     /// dense and hybrid). Hybrid runs both legs concurrently and fuses them
-    /// with reciprocal rank fusion.
+    /// with [`Fusion::default`] (score-normalised).
     pub async fn search(
         &self,
         query: &str,
@@ -551,7 +551,8 @@ impl Library {
         mode: SearchMode,
         k: usize,
     ) -> Result<Vec<SearchHit>, IndexError> {
-        self.search_fused(query, vector, mode, k, Fusion::Rrf).await
+        self.search_fused(query, vector, mode, k, Fusion::default())
+            .await
     }
 
     /// Like [`Library::search`], fusing hybrid results with `fusion`.
