@@ -73,7 +73,7 @@ pub async fn ask(
     }
     let started = Instant::now();
 
-    let (view, sources) = if engine.stats().await?.documents == 0 {
+    let (view, sources, checks) = if engine.stats().await?.documents == 0 {
         // An empty library cannot support any answer: say so without
         // asking the model.
         let _ = on_event.send(AnswerUpdate::Sources {
@@ -81,7 +81,7 @@ pub async fn ask(
             prompt_tokens: 0,
         });
         let took = started.elapsed().as_secs_f64() * 1000.0;
-        (AnswerView::empty_library(took), Vec::new())
+        (AnswerView::empty_library(took), Vec::new(), Vec::new())
     } else {
         let mut ask = AskRequest::new(question.clone());
         ask.mode = request.mode.into();
@@ -117,17 +117,19 @@ pub async fn ask(
         state.end_answer(&stop);
         let answer = result?;
         let sources = answer.sources.clone();
+        let checks = answer.checks.clone();
         let took = started.elapsed().as_secs_f64() * 1000.0;
         (
             AnswerView::new(answer, stop.load(Ordering::Relaxed), took),
             sources,
+            checks,
         )
     };
 
     let Some(id) = request.conversation_id else {
         return Ok(view);
     };
-    let answer = Message::assistant(view.answer.clone(), sources, view.stopped);
+    let answer = Message::assistant(view.answer.clone(), sources, view.stopped).with_checks(checks);
     let stored = with_store(&state, move |s| {
         s.append(&id, Message::user(question))?;
         s.append(&id, answer)

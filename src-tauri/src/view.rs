@@ -398,6 +398,8 @@ pub struct MessageView {
     /// An answer that found nothing in the library.
     pub not_in_documents: bool,
     pub created_at: u64,
+    /// The quote check of the answer's citations.
+    pub checks: Vec<CheckView>,
 }
 
 impl From<&Message> for MessageView {
@@ -410,6 +412,7 @@ impl From<&Message> for MessageView {
             stopped: m.stopped,
             not_in_documents: assistant && m.sources.is_empty(),
             created_at: m.created_at,
+            checks: m.checks.iter().map(CheckView::from).collect(),
         }
     }
 }

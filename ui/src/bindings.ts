@@ -300,6 +300,8 @@ export type MessageView = {
 	/**  An answer that found nothing in the library. */
 	notInDocuments: boolean,
 	createdAt: number,
+	/**  The quote check of the answer's citations. */
+	checks: CheckView[],
 };
 
 /**  Which retrieval to run, as the UI names it. */

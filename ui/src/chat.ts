@@ -252,7 +252,7 @@ function showStored(messages: StoredMessage[]): void {
     }
     if (!parts) parts = addTurn("");
     if (m.notInDocuments) notInDocuments(parts);
-    else renderAnswerText(parts, m.text, m.sources);
+    else renderAnswerText(parts, m.text, m.sources, m.checks);
     renderSources(parts, m.sources);
     renderInspector(parts, m.sources, null, "stored");
     if (m.stopped) {

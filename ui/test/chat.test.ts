@@ -199,8 +199,16 @@ describe("chat", () => {
     const stored = {
       ...conversation,
       messages: [
-        { role: "user", text: "When does water boil?", sources: [], stopped: false, notInDocuments: false, createdAt: 1 },
-        { role: "assistant", text: "At 100 °C [1].", sources, stopped: false, notInDocuments: false, createdAt: 2 },
+        { role: "user", text: "When does water boil?", sources: [], stopped: false, notInDocuments: false, createdAt: 1, checks: [] },
+        {
+          role: "assistant",
+          text: "At 100 °C [1]. Also at 20 °C [2].",
+          sources,
+          stopped: false,
+          notInDocuments: false,
+          createdAt: 2,
+          checks: [{ n: 2, sentence: "Also at 20 °C [2].", support: "unsupported", flagged: true, reason: "20 is not in the source" }],
+        },
       ],
     };
     fakeBackend({
@@ -217,6 +225,8 @@ describe("chat", () => {
     open!.click();
     await settle();
     expect(document.querySelector(".turn .question")?.textContent).toBe("When does water boil?");
-    expect(document.querySelector(".turn button.cite")?.textContent).toBe("1");
+    const chips = Array.from(document.querySelectorAll<HTMLButtonElement>(".turn button.cite"));
+    expect(chips.map((c) => c.textContent)).toEqual(["1", "2"]);
+    expect(chips.map((c) => c.classList.contains("cite-flagged"))).toEqual([false, true]);
   });
 });

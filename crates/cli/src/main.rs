@@ -395,7 +395,10 @@ async fn open(cli: &Cli) -> Result<Engine> {
         )
     })?;
     let pending = engine.pending_reindex().await;
-    if !pending.is_empty() && !matches!(cli.command, Command::Ingest { .. }) {
+    // Ingest re-indexes the waiting documents itself, and an evaluation
+    // re-indexes its own corpus.
+    if !pending.is_empty() && !matches!(cli.command, Command::Ingest { .. } | Command::Eval { .. })
+    {
         eprintln!(
             "note: the library was rebuilt in a newer format; {} document(s) are waiting to be indexed again (run `lectern ingest` with any path to do it)",
             pending.len()

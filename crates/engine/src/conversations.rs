@@ -109,6 +109,9 @@ pub struct Message {
     /// Whether the answer was stopped before it finished.
     #[serde(default)]
     pub stopped: bool,
+    /// The quote check of each cited sentence of an answer.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub checks: Vec<crate::CitationCheck>,
     /// Seconds since the Unix epoch.
     pub created_at: u64,
 }
@@ -121,6 +124,7 @@ impl Message {
             text: text.into(),
             sources: Vec::new(),
             stopped: false,
+            checks: Vec::new(),
             created_at: now_secs(),
         }
     }
@@ -132,8 +136,17 @@ impl Message {
             text: text.into(),
             sources,
             stopped,
+            checks: Vec::new(),
             created_at: now_secs(),
         }
+    }
+}
+
+impl Message {
+    /// The answer with the quote check of its citations.
+    pub fn with_checks(mut self, checks: Vec<crate::CitationCheck>) -> Self {
+        self.checks = checks;
+        self
     }
 }
 
@@ -406,6 +419,36 @@ mod tests {
             dense_distance: None,
             cited: true,
         }
+    }
+
+    #[test]
+    fn an_answer_keeps_its_quote_check_when_reopened() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = ConversationStore::new(dir.path().join("conversations"));
+        let c = store.create("Checks").unwrap();
+        let text = "Rust is fast [1]. Rust was released in 1850 [1].";
+        let checks = crate::quote_check::check_citations(
+            text,
+            &[(1, "Rust is fast and was first released in 2015.")],
+        );
+        assert!(checks.iter().any(|c| c.flagged), "{checks:?}");
+        store
+            .append(
+                &c.id,
+                Message::assistant(text, vec![source(1, "Rust is fast.")], false)
+                    .with_checks(checks.clone()),
+            )
+            .unwrap();
+        let back = ConversationStore::new(dir.path().join("conversations"))
+            .get(&c.id)
+            .unwrap();
+        let stored = &back.messages[0].checks;
+        assert_eq!(stored.len(), checks.len());
+        assert_eq!(
+            stored.iter().map(|c| c.flagged).collect::<Vec<_>>(),
+            checks.iter().map(|c| c.flagged).collect::<Vec<_>>()
+        );
+        assert_eq!(stored[0].reason, checks[0].reason);
     }
 
     #[test]
