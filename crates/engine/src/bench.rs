@@ -99,6 +99,28 @@ pub fn peer_embed(
     max_tokens: usize,
     batch_size: usize,
 ) -> Result<PeerEmbed, EngineError> {
+    let args = [
+        "embed".to_string(),
+        "--limit".into(),
+        limit.to_string(),
+        "--max-tokens".into(),
+        max_tokens.to_string(),
+        "--batch".into(),
+        batch_size.to_string(),
+    ];
+    let report = run_peer_script(script, &args)?;
+    serde_json::from_value(report).map_err(|e| {
+        EngineError::Internal(format!("unexpected report from {}: {e}", script.display()))
+    })
+}
+
+/// Runs a peer benchmark script (`peer.sh` in the shared bench folder) with
+/// `args` and returns the JSON object it prints on its last line. Its own
+/// progress goes to our standard error.
+pub(crate) fn run_peer_script(
+    script: &std::path::Path,
+    args: &[String],
+) -> Result<serde_json::Value, EngineError> {
     if !script.is_file() {
         return Err(EngineError::NotConfigured(format!(
             "peer benchmark script not found at {} (set LECTERN_SHARED_DIR to the folder holding bench/peer.sh)",
@@ -107,10 +129,7 @@ pub fn peer_embed(
     }
     let output = std::process::Command::new("bash")
         .arg(script)
-        .arg("embed")
-        .args(["--limit", &limit.to_string()])
-        .args(["--max-tokens", &max_tokens.to_string()])
-        .args(["--batch", &batch_size.to_string()])
+        .args(args)
         .stderr(std::process::Stdio::inherit())
         .output()
         .map_err(|e| EngineError::Internal(format!("cannot run {}: {e}", script.display())))?;

@@ -9,7 +9,6 @@
 //! decoded one at a time, greedily, without stopping at end-of-turn.
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::Instant;
 
 use lectern_models::{Llm, Logits};
@@ -184,40 +183,18 @@ pub fn run_peer(
     model: &Path,
     threads: usize,
 ) -> Result<PeerComparison, EngineError> {
-    if !script.is_file() {
-        return Err(EngineError::InvalidInput(format!(
-            "peer benchmark script not found at {}",
-            script.display()
-        )));
-    }
-    let output = Command::new(script)
-        .arg("llm")
-        .arg("--model")
-        .arg(model)
-        .arg("--prompt-tokens")
-        .arg(ours.prompt_tokens.to_string())
-        .arg("--gen-tokens")
-        .arg(ours.gen_tokens.to_string())
-        .arg("--threads")
-        .arg(threads.to_string())
-        .output()
-        .map_err(|e| EngineError::Internal(format!("running {}: {e}", script.display())))?;
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    if !output.status.success() {
-        return Err(EngineError::Internal(format!(
-            "{} failed ({}): {}",
-            script.display(),
-            output.status,
-            String::from_utf8_lossy(&output.stderr).trim()
-        )));
-    }
-    let last = stdout
-        .lines()
-        .rev()
-        .find(|l| !l.trim().is_empty())
-        .unwrap_or("");
-    let peer: serde_json::Value = serde_json::from_str(last)
-        .map_err(|e| EngineError::Internal(format!("peer output is not JSON ({e}): {last}")))?;
+    let args = [
+        "llm".to_string(),
+        "--model".into(),
+        model.display().to_string(),
+        "--prompt-tokens".into(),
+        ours.prompt_tokens.to_string(),
+        "--gen-tokens".into(),
+        ours.gen_tokens.to_string(),
+        "--threads".into(),
+        threads.to_string(),
+    ];
+    let peer = crate::bench::run_peer_script(script, &args)?;
     let num = |k: &str| peer.get(k).and_then(serde_json::Value::as_f64);
     let ratio = |a: f64, b: Option<f64>| b.filter(|b| *b > 0.0).map(|b| a / b);
     Ok(PeerComparison {
