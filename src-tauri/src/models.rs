@@ -116,11 +116,13 @@ impl From<HubError> for CommandError {
     }
 }
 
-fn kind_name(kind: hub::ModelKind) -> String {
-    serde_json::to_value(kind)
-        .ok()
-        .and_then(|v| v.as_str().map(str::to_owned))
-        .unwrap_or_default()
+fn kind_name(kind: hub::ModelKind) -> &'static str {
+    match kind {
+        hub::ModelKind::Embedder => "embedder",
+        hub::ModelKind::Llm => "llm",
+        hub::ModelKind::Reranker => "reranker",
+        hub::ModelKind::Tokenizer => "tokenizer",
+    }
 }
 
 /// The catalog, what is installed and what fits this machine.
@@ -154,7 +156,7 @@ pub async fn model_catalog(state: State<'_, AppState>) -> CommandResult<CatalogV
                 let fit = fits.and_then(|v| v.iter().find(|f| f.model == m.id));
                 CatalogModelView {
                     id: m.id.clone(),
-                    kind: kind_name(m.kind),
+                    kind: kind_name(m.kind).to_owned(),
                     repo: m.repo.clone(),
                     size_bytes: m.total_size(),
                     state: state.to_owned(),

@@ -15,8 +15,43 @@ pub struct AppState {
     config: Result<EngineConfig, CommandError>,
     engine: OnceCell<Arc<Engine>>,
     answering: Mutex<Option<Arc<AtomicBool>>>,
-    ingesting: Mutex<Vec<Arc<AtomicBool>>>,
-    downloading: Mutex<Vec<Arc<AtomicBool>>>,
+    ingesting: CancelFlags,
+    downloading: CancelFlags,
+}
+
+/// The cancel flags of the runs of one kind in progress.
+#[derive(Default)]
+struct CancelFlags(Mutex<Vec<Arc<AtomicBool>>>);
+
+impl CancelFlags {
+    /// A fresh flag, remembered until `end`.
+    fn begin(&self) -> Arc<AtomicBool> {
+        let flag = Arc::new(AtomicBool::new(false));
+        if let Ok(mut runs) = self.0.lock() {
+            runs.push(flag.clone());
+        }
+        flag
+    }
+
+    /// Forgets the flag of a finished run.
+    fn end(&self, flag: &Arc<AtomicBool>) {
+        if let Ok(mut runs) = self.0.lock() {
+            runs.retain(|f| !Arc::ptr_eq(f, flag));
+        }
+    }
+
+    /// Sets every flag; returns how many runs there were.
+    fn raise_all(&self) -> usize {
+        match self.0.lock() {
+            Ok(runs) => {
+                for flag in runs.iter() {
+                    flag.store(true, Ordering::Relaxed);
+                }
+                runs.len()
+            }
+            Err(_) => 0,
+        }
+    }
 }
 
 impl AppState {
@@ -25,8 +60,8 @@ impl AppState {
             config,
             engine: OnceCell::new(),
             answering: Mutex::new(None),
-            ingesting: Mutex::new(Vec::new()),
-            downloading: Mutex::new(Vec::new()),
+            ingesting: CancelFlags::default(),
+            downloading: CancelFlags::default(),
         }
     }
 
@@ -93,59 +128,34 @@ impl AppState {
 
     /// A cancel flag for a new ingest run, remembered until `end_ingest`.
     pub fn begin_ingest(&self) -> Arc<AtomicBool> {
-        let flag = Arc::new(AtomicBool::new(false));
-        if let Ok(mut runs) = self.ingesting.lock() {
-            runs.push(flag.clone());
-        }
-        flag
+        self.ingesting.begin()
     }
 
     /// Forgets the cancel flag of a finished run.
     pub fn end_ingest(&self, flag: &Arc<AtomicBool>) {
-        if let Ok(mut runs) = self.ingesting.lock() {
-            runs.retain(|f| !Arc::ptr_eq(f, flag));
-        }
+        self.ingesting.end(flag)
     }
 
     /// Asks every ingest run in progress to stop after its current file;
     /// returns how many were running.
     pub fn cancel_ingests(&self) -> usize {
-        raise_all(&self.ingesting)
+        self.ingesting.raise_all()
     }
 
     /// A cancel flag for a new model download, remembered until
     /// `end_download`.
     pub fn begin_download(&self) -> Arc<AtomicBool> {
-        let flag = Arc::new(AtomicBool::new(false));
-        if let Ok(mut runs) = self.downloading.lock() {
-            runs.push(flag.clone());
-        }
-        flag
+        self.downloading.begin()
     }
 
     /// Forgets the cancel flag of a finished download.
     pub fn end_download(&self, flag: &Arc<AtomicBool>) {
-        if let Ok(mut runs) = self.downloading.lock() {
-            runs.retain(|f| !Arc::ptr_eq(f, flag));
-        }
+        self.downloading.end(flag)
     }
 
     /// Asks every download in progress to stop; returns how many there were.
     pub fn cancel_downloads(&self) -> usize {
-        raise_all(&self.downloading)
-    }
-}
-
-/// Sets every flag in `flags`; returns how many there were.
-fn raise_all(flags: &Mutex<Vec<Arc<AtomicBool>>>) -> usize {
-    match flags.lock() {
-        Ok(runs) => {
-            for flag in runs.iter() {
-                flag.store(true, Ordering::Relaxed);
-            }
-            runs.len()
-        }
-        Err(_) => 0,
+        self.downloading.raise_all()
     }
 }
 

@@ -15,6 +15,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 
+use crate::now_secs;
 use crate::{EngineError, SourceRef};
 
 /// Longest title kept, in characters; longer ones are cut.
@@ -197,13 +198,6 @@ impl From<&Conversation> for ConversationSummary {
 #[derive(Debug, Clone)]
 pub struct ConversationStore {
     dir: PathBuf,
-}
-
-fn now_secs() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
 }
 
 fn new_id() -> String {

@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use chrono::{Local, TimeZone as _};
 
-use crate::{Conversation, ConversationError, ConversationStore, MessageRole, SourceRef};
+use crate::{now_secs, Conversation, ConversationError, ConversationStore, MessageRole, SourceRef};
 
 /// Longest passage excerpt quoted under an answer, in characters.
 const EXCERPT_CHARS: usize = 400;
@@ -147,13 +147,6 @@ fn when(secs: u64) -> String {
         Some(t) => t.format("%Y-%m-%d %H:%M").to_string(),
         None => "an unknown date".to_string(),
     }
-}
-
-fn now_secs() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
 }
 
 #[cfg(test)]

@@ -4,12 +4,13 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::Instant;
 
 use lectern_index::{ChunkRecord, DocumentEntry};
 use lectern_ingest::{Chunk, ParsedDocument};
 use serde::Serialize;
 
+use crate::now_secs;
 use crate::{Engine, EngineError};
 
 /// Something that happened during an ingest, for progress displays.
@@ -122,13 +123,6 @@ pub(crate) fn chunk_record(
 /// A stable document id for a path: the first 16 hex digits of its blake3.
 pub(crate) fn doc_id_for(key: &str) -> String {
     blake3::hash(key.as_bytes()).to_hex()[..16].to_string()
-}
-
-fn now_secs() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
 }
 
 fn page_count(doc: &ParsedDocument) -> u32 {
