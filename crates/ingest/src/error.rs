@@ -48,6 +48,17 @@ pub enum IngestError {
         /// The panic message, when the panic carried one.
         message: String,
     },
+    /// A parser worked on the file for longer than its time limit; the file
+    /// was given up and only this file is affected.
+    #[error("gave up on {} after {} s: the {format} parser did not finish in time", path.display(), limit.as_secs())]
+    TimedOut {
+        /// The file the parser was working on.
+        path: PathBuf,
+        /// The format it was being parsed as.
+        format: Format,
+        /// The time limit it ran past.
+        limit: std::time::Duration,
+    },
     /// The file, or what it would unpack to, is beyond the size Lectern
     /// reads; nothing of it was parsed.
     #[error("{} was not read: {what} is {}, over the {} limit", path.display(), human(*size), human(*limit))]
@@ -77,6 +88,7 @@ impl IngestError {
             | IngestError::Unsupported { path, .. }
             | IngestError::Parse { path, .. }
             | IngestError::Panicked { path, .. }
+            | IngestError::TimedOut { path, .. }
             | IngestError::TooLarge { path, .. } => Some(path),
             IngestError::Tokenizer(_) | IngestError::InvalidConfig(_) => None,
         }

@@ -89,6 +89,6 @@ pub use error::IngestError;
 pub use format::{code_language, detect_format, Format};
 pub use location::Location;
 pub use parse::{
-    parse_file, parse_file_with, HeadingMark, OcrMode, Page, PageAnchor, ParseOptions,
-    ParsedDocument, TableLayout, TableRow,
+    parse_bytes, parse_file, parse_file_observed, parse_file_with, HeadingMark, OcrMode, Page,
+    PageAnchor, ParseOptions, ParseProgress, ParsedDocument, TableLayout, TableRow,
 };

@@ -179,12 +179,18 @@ pub struct ParseOptions {
     /// Zip-based files above 64 MiB unpacked that unpack to more than this
     /// many times their size are refused as decompression bombs.
     pub max_unpack_ratio: u64,
+    /// How long a format parser may work on a file before the file is given
+    /// up ([`IngestError::TimedOut`]), plus one second per MiB of file.
+    /// OCR is not counted: each page has its own `ocr_page_timeout`.
+    pub parse_time_limit: Duration,
 }
 
 /// Default for [`ParseOptions::max_file_bytes`]: 1 GiB.
 pub const DEFAULT_MAX_FILE_BYTES: u64 = 1 << 30;
 /// Default for [`ParseOptions::max_unpacked_bytes`]: 2 GiB.
 pub const DEFAULT_MAX_UNPACKED_BYTES: u64 = 2 << 30;
+/// Default for [`ParseOptions::parse_time_limit`]: one minute.
+pub const DEFAULT_PARSE_TIME_LIMIT: Duration = Duration::from_secs(60);
 /// Default for [`ParseOptions::max_unpack_ratio`].
 pub const DEFAULT_MAX_UNPACK_RATIO: u64 = 100;
 /// Archives that unpack to less than this are never called bombs.
@@ -199,7 +205,17 @@ impl Default for ParseOptions {
             max_file_bytes: DEFAULT_MAX_FILE_BYTES,
             max_unpacked_bytes: DEFAULT_MAX_UNPACKED_BYTES,
             max_unpack_ratio: DEFAULT_MAX_UNPACK_RATIO,
+            parse_time_limit: DEFAULT_PARSE_TIME_LIMIT,
         }
+    }
+}
+
+impl ParseOptions {
+    /// The time a parser gets for a file of `size` bytes:
+    /// [`ParseOptions::parse_time_limit`] plus one second per MiB.
+    pub fn time_limit_for(&self, size: u64) -> Duration {
+        self.parse_time_limit
+            .saturating_add(Duration::from_secs(size >> 20))
     }
 }
 
@@ -276,11 +292,36 @@ pub fn parse_file(path: &Path) -> Result<ParsedDocument, IngestError> {
 /// parser that panics is contained and becomes [`IngestError::Panicked`]
 /// for this file alone.
 pub fn parse_file_with(path: &Path, options: &ParseOptions) -> Result<ParsedDocument, IngestError> {
-    let format = detect_format(path).ok_or_else(|| IngestError::Unsupported {
-        path: path.to_path_buf(),
-        reason: unsupported_reason(path),
-    })?;
-    let started = Instant::now();
+    parse_file_observed(path, options, &|_| {})
+}
+
+/// A slow step inside parsing, reported while it happens.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(tag = "step", rename_all = "snake_case")]
+pub enum ParseProgress {
+    /// A scanned PDF page is being read by OCR.
+    OcrPage {
+        /// The page's 1-based number.
+        page: usize,
+        /// Scanned pages of the file finished before this one.
+        done: usize,
+        /// Scanned pages in the file.
+        total: usize,
+    },
+}
+
+/// [`parse_file_with`], calling `observe` as slow steps (OCR pages) start.
+pub fn parse_file_observed(
+    path: &Path,
+    options: &ParseOptions,
+    observe: &dyn Fn(ParseProgress),
+) -> Result<ParsedDocument, IngestError> {
+    if detect_format(path).is_none() {
+        return Err(IngestError::Unsupported {
+            path: path.to_path_buf(),
+            reason: unsupported_reason(path),
+        });
+    }
     let size = std::fs::metadata(path)
         .map_err(|e| IngestError::io(path, e))?
         .len();
@@ -293,6 +334,33 @@ pub fn parse_file_with(path: &Path, options: &ParseOptions) -> Result<ParsedDocu
         });
     }
     let bytes = std::fs::read(path).map_err(|e| IngestError::io(path, e))?;
+    parse_bytes(path, bytes, options, observe)
+}
+
+/// Parses a file's contents, read already, choosing the parser by the
+/// extension of `path`. `path` names the file in errors and warnings, and
+/// is where OCR renders scanned PDF pages from (when `options.ocr` allows
+/// it). Everything else is as [`parse_file_with`], which calls this after
+/// checking the file's size. `observe` hears of slow steps as they start.
+pub fn parse_bytes(
+    path: &Path,
+    bytes: Vec<u8>,
+    options: &ParseOptions,
+    observe: &dyn Fn(ParseProgress),
+) -> Result<ParsedDocument, IngestError> {
+    let format = detect_format(path).ok_or_else(|| IngestError::Unsupported {
+        path: path.to_path_buf(),
+        reason: unsupported_reason(path),
+    })?;
+    let started = Instant::now();
+    if bytes.len() as u64 > options.max_file_bytes {
+        return Err(IngestError::TooLarge {
+            path: path.to_path_buf(),
+            what: "the file".into(),
+            size: bytes.len() as u64,
+            limit: options.max_file_bytes,
+        });
+    }
     if matches!(
         format,
         Format::Docx | Format::Pptx | Format::Spreadsheet | Format::Epub
@@ -301,6 +369,7 @@ pub fn parse_file_with(path: &Path, options: &ParseOptions) -> Result<ParsedDocu
     }
     let content_hash = blake3::hash(&bytes).to_hex().to_string();
     let byte_len = bytes.len() as u64;
+    let limit = options.time_limit_for(byte_len);
 
     let extracted = match format {
         Format::Text | Format::Markdown | Format::Code => {
@@ -316,18 +385,23 @@ pub fn parse_file_with(path: &Path, options: &ParseOptions) -> Result<ParsedDocu
                 warnings,
             }
         }
-        Format::Pdf => contained(path, format, || pdf::parse(path, &bytes, options))?,
-        Format::Docx => contained(path, format, || office::parse_docx(&bytes))?,
-        Format::Pptx => contained(path, format, || office::parse_pptx(&bytes))?,
-        Format::Spreadsheet => contained(path, format, || sheet::parse_workbook(&bytes))?,
+        Format::Pdf => {
+            let text = contained(path, format, limit, move || pdf::extract_any(&bytes))?;
+            pdf::finish(path, text, options, observe)
+        }
+        Format::Docx => contained(path, format, limit, move || office::parse_docx(&bytes))?,
+        Format::Pptx => contained(path, format, limit, move || office::parse_pptx(&bytes))?,
+        Format::Spreadsheet => {
+            contained(path, format, limit, move || sheet::parse_workbook(&bytes))?
+        }
         Format::Csv => {
             let tabs = path
                 .extension()
                 .is_some_and(|e| e.eq_ignore_ascii_case("tsv"));
-            contained(path, format, || sheet::parse_csv(&bytes, tabs))?
+            contained(path, format, limit, move || sheet::parse_csv(&bytes, tabs))?
         }
-        Format::Html => contained(path, format, || html::parse(&bytes))?,
-        Format::Epub => contained(path, format, || epub::parse(&bytes))?,
+        Format::Html => contained(path, format, limit, move || html::parse(&bytes))?,
+        Format::Epub => contained(path, format, limit, move || epub::parse(&bytes))?,
     };
     let Extracted {
         pages,
@@ -360,15 +434,49 @@ pub fn parse_file_with(path: &Path, options: &ParseOptions) -> Result<ParsedDocu
     })
 }
 
-/// Runs a format parser under `catch_unwind`: its error becomes
-/// [`IngestError::Parse`] and its panic [`IngestError::Panicked`], both
-/// naming the file.
-fn contained(
+/// Stack size of a parser thread: deeply nested documents recurse deeply
+/// in some parsers, and running out of stack would end the whole process.
+const PARSER_STACK_BYTES: usize = 256 << 20;
+
+/// Runs a format parser on its own thread under `catch_unwind`, for at most
+/// `limit`: its error becomes [`IngestError::Parse`], its panic
+/// [`IngestError::Panicked`] and running past the limit
+/// [`IngestError::TimedOut`], each naming the file. A parser that runs past
+/// its limit is left to finish on its own thread; its result is dropped.
+fn contained<T: Send + 'static>(
     path: &Path,
     format: Format,
-    parse: impl FnOnce() -> Result<Extracted, String>,
-) -> Result<Extracted, IngestError> {
-    catch_unwind(AssertUnwindSafe(parse))
+    limit: Duration,
+    parse: impl FnOnce() -> Result<T, String> + Send + 'static,
+) -> Result<T, IngestError> {
+    let (tx, rx) = std::sync::mpsc::sync_channel(1);
+    std::thread::Builder::new()
+        .name(format!("lectern-parse-{format}"))
+        .stack_size(PARSER_STACK_BYTES)
+        .spawn(move || {
+            let outcome = catch_unwind(AssertUnwindSafe(parse));
+            // The caller may have given up waiting; nobody to tell then.
+            let _ = tx.send(outcome);
+        })
+        .map_err(|e| IngestError::io(path, e))?;
+    let outcome = match rx.recv_timeout(limit) {
+        Ok(outcome) => outcome,
+        Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+            tracing::error!(path = %path.display(), %format, limit_s = limit.as_secs(), "parser ran past its time limit");
+            return Err(IngestError::TimedOut {
+                path: path.to_path_buf(),
+                format,
+                limit,
+            });
+        }
+        Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
+            return Err(IngestError::Panicked {
+                path: path.to_path_buf(),
+                message: "the parser thread ended without a result".into(),
+            })
+        }
+    };
+    outcome
         .map_err(|payload| {
             let message = panic_message(payload.as_ref());
             tracing::error!(path = %path.display(), %format, %message, "parser panicked");
@@ -553,6 +661,75 @@ mod tests {
         let text = decode_text("\u{FEFF}# Hi".as_bytes().to_vec(), &mut warnings);
         assert_eq!(text, "# Hi");
         assert!(warnings.is_empty());
+    }
+
+    #[test]
+    fn a_parser_that_never_finishes_is_given_up_at_its_limit() {
+        let (release, wait) = std::sync::mpsc::channel::<()>();
+        let path = Path::new("stuck.docx");
+        let err = contained(path, Format::Docx, Duration::from_millis(200), move || {
+            // Stands for a parser stuck in an endless loop: it only ends
+            // when the test lets it go.
+            let _ = wait.recv();
+            Ok(())
+        })
+        .unwrap_err();
+        assert!(
+            matches!(&err, IngestError::TimedOut { limit, format: Format::Docx, .. } if *limit == Duration::from_millis(200)),
+            "{err:?}"
+        );
+        assert!(err.to_string().contains("stuck.docx"), "{err}");
+        assert_eq!(err.path(), Some(path));
+        drop(release);
+    }
+
+    #[test]
+    fn parser_results_errors_and_panics_come_back_from_its_thread() {
+        let path = Path::new("a.html");
+        let limit = Duration::from_secs(30);
+        assert_eq!(contained(path, Format::Html, limit, || Ok(7)).unwrap(), 7);
+        let err = contained::<()>(path, Format::Html, limit, || Err("bad tag".into())).unwrap_err();
+        assert!(
+            matches!(&err, IngestError::Parse { message, .. } if message == "bad tag"),
+            "{err:?}"
+        );
+        let err =
+            contained::<()>(path, Format::Html, limit, || panic!("deep trouble")).unwrap_err();
+        assert!(
+            matches!(&err, IngestError::Panicked { message, .. } if message == "deep trouble"),
+            "{err:?}"
+        );
+    }
+
+    #[test]
+    fn deep_recursion_in_a_parser_fits_its_stack() {
+        fn depth(n: u32) -> u32 {
+            let pad = std::hint::black_box([0u8; 512]);
+            if n == 0 {
+                u32::from(pad[0])
+            } else {
+                1 + depth(n - 1) + u32::from(pad[1])
+            }
+        }
+        // About 60 MiB of stack: more than a default thread has.
+        let got = contained(
+            Path::new("deep.epub"),
+            Format::Epub,
+            Duration::from_secs(60),
+            || Ok(depth(100_000)),
+        )
+        .unwrap();
+        assert_eq!(got, 100_000);
+    }
+
+    #[test]
+    fn larger_files_get_more_time() {
+        let options = ParseOptions::default();
+        assert_eq!(options.time_limit_for(0), DEFAULT_PARSE_TIME_LIMIT);
+        assert_eq!(
+            options.time_limit_for(300 << 20),
+            DEFAULT_PARSE_TIME_LIMIT + Duration::from_secs(300)
+        );
     }
 
     #[test]

@@ -16,11 +16,16 @@
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::Path;
 
+use pdf_oxide::converters::ConversionOptions;
+use pdf_oxide::geometry::Rect;
+use pdf_oxide::layout::{RectFilterMode, TextSpan};
 use pdf_oxide::object::Object;
 use pdf_oxide::PdfDocument;
 
 use crate::ocr::Ocr;
-use crate::parse::{panic_message, Extracted, OcrMode, Page, PageAnchor, ParseOptions};
+use crate::parse::{
+    panic_message, Extracted, OcrMode, Page, PageAnchor, ParseOptions, ParseProgress,
+};
 
 /// At most this many unreadable pages are named one by one in warnings.
 const MAX_PAGE_WARNINGS: usize = 10;
@@ -38,14 +43,10 @@ pub(crate) struct PdfText {
     pub textless: Vec<usize>,
 }
 
-/// Reads a PDF into pages numbered from 1: the text layer of each page,
-/// with OCR for scanned pages where available, and the fallback extractor
-/// when the primary one cannot read the file.
-pub(crate) fn parse(
-    path: &Path,
-    bytes: &[u8],
-    options: &ParseOptions,
-) -> Result<Extracted, String> {
+/// The text layer of every page: from the primary extractor, or from the
+/// fallback one when the primary cannot read the file (with a warning
+/// saying so). Pages without text are listed in [`PdfText::textless`].
+pub(crate) fn extract_any(bytes: &[u8]) -> Result<PdfText, String> {
     let mut notes = Vec::new();
     let extracted = match catch_unwind(AssertUnwindSafe(|| extract(bytes))) {
         Ok(Ok(text)) => text,
@@ -70,13 +71,26 @@ pub(crate) fn parse(
             text
         }
     };
+    let mut extracted = extracted;
+    extracted.warnings.splice(0..0, notes);
+    Ok(extracted)
+}
+
+/// Turns extracted page texts into pages numbered from 1, reading scanned pages with OCR
+/// where `options` allow it and Tesseract is installed. OCR runs here, on
+/// the caller's thread, with its own per-page time limit.
+pub(crate) fn finish(
+    path: &Path,
+    text: PdfText,
+    options: &ParseOptions,
+    observe: &dyn Fn(ParseProgress),
+) -> Extracted {
     let PdfText {
         pages: texts,
         title,
         mut warnings,
         textless,
-    } = extracted;
-    warnings.splice(0..0, notes);
+    } = text;
     let mut pages: Vec<Page> = texts
         .into_iter()
         .enumerate()
@@ -103,7 +117,13 @@ pub(crate) fn parse(
     match &ocr {
         None => unread = textless,
         Some(ocr) => {
-            for number in textless {
+            let total = textless.len();
+            for (done, number) in textless.into_iter().enumerate() {
+                observe(ParseProgress::OcrPage {
+                    page: number,
+                    done,
+                    total,
+                });
                 match ocr.page_text(path, number) {
                     Ok(text) if !text.trim().is_empty() => {
                         let page = &mut pages[number - 1];
@@ -146,11 +166,11 @@ pub(crate) fn parse(
     if let Some(w) = no_text_warning(&unread) {
         warnings.push(w);
     }
-    Ok(Extracted {
+    Extracted {
         pages,
         title,
         warnings,
-    })
+    }
 }
 
 /// `"3"` or `"3, 4"`; `None` for no pages.
@@ -193,6 +213,159 @@ pub(crate) fn fallback(bytes: &[u8]) -> Result<PdfText, String> {
     })
 }
 
+/// The text of one page in reading order.
+///
+/// `pdf_oxide` reads two-column pages column by column, which also cuts a
+/// title or author block that spans both columns in two, putting its
+/// right half after the whole left column. When a page has such a block
+/// above its columns, the block and the columns are read separately, block
+/// first.
+fn page_text(doc: &PdfDocument, index: usize) -> pdf_oxide::Result<String> {
+    let spans = doc.extract_spans(index)?;
+    let Some(split) = header_split(&spans) else {
+        return doc.extract_text(index);
+    };
+    let region = |bottom: f32, top: f32| ConversionOptions {
+        extract_tables: true,
+        include_region: Some((
+            Rect::new(split.left, bottom, split.right - split.left, top - bottom),
+            RectFilterMode::MinOverlap(0.5),
+        )),
+        ..ConversionOptions::default()
+    };
+    let header = doc.extract_text_with_options(index, &region(split.boundary, split.top))?;
+    let body = doc.extract_text_with_options(index, &region(split.bottom, split.boundary))?;
+    Ok(format!("{}\n\n{}", header.trim_end(), body.trim_start()))
+}
+
+/// Where a full-width block above two columns ends, with the page's text
+/// bounds (PDF user space, y up).
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct HeaderSplit {
+    left: f32,
+    right: f32,
+    bottom: f32,
+    top: f32,
+    boundary: f32,
+}
+
+/// One line of a page: spans sharing a baseline, as horizontal segments.
+struct Line {
+    top: f32,
+    bottom: f32,
+    /// `(x0, x1)` runs of text separated by wide gaps, left to right.
+    segments: Vec<(f32, f32)>,
+}
+
+/// Finds a block of lines at the top of a two-column page that cross the
+/// gutter (a title, authors), followed by column text. `None` for
+/// single-column pages and for two-column pages without such a block.
+fn header_split(spans: &[TextSpan]) -> Option<HeaderSplit> {
+    let spans: Vec<&TextSpan> = spans
+        .iter()
+        .filter(|s| !s.text.trim().is_empty() && s.bbox.width > 0.0 && s.bbox.height > 0.0)
+        .collect();
+    if spans.len() < 20 {
+        return None;
+    }
+    let left = spans.iter().map(|s| s.bbox.x).fold(f32::INFINITY, f32::min);
+    let right = spans
+        .iter()
+        .map(|s| s.bbox.x + s.bbox.width)
+        .fold(f32::NEG_INFINITY, f32::max);
+    let bottom = spans.iter().map(|s| s.bbox.y).fold(f32::INFINITY, f32::min);
+    let top = spans
+        .iter()
+        .map(|s| s.bbox.y + s.bbox.height)
+        .fold(f32::NEG_INFINITY, f32::max);
+    let width = right - left;
+    if width < 200.0 {
+        return None;
+    }
+    let mid = (left + right) / 2.0;
+    let gutter = 0.02 * width;
+
+    let lines = lines_of(&spans, gutter);
+    // A column line has every segment on one side of the gutter; a
+    // crossing line has a segment that runs across it.
+    let crosses = |l: &Line| {
+        l.segments
+            .iter()
+            .any(|&(a, b)| a < mid - gutter && b > mid + gutter)
+    };
+    let column = |l: &Line| !crosses(l);
+    let left_lines = lines
+        .iter()
+        .filter(|l| l.segments.iter().any(|&(_, b)| b <= mid + gutter))
+        .count();
+    let right_lines = lines
+        .iter()
+        .filter(|l| l.segments.iter().any(|&(a, _)| a >= mid - gutter))
+        .count();
+    if left_lines < 8 || right_lines < 8 {
+        return None;
+    }
+    // The block ends before the first run of three column lines.
+    const RUN: usize = 3;
+    let end = (0..lines.len())
+        .find(|&i| lines.len() >= i + RUN && lines[i..i + RUN].iter().all(column))?;
+    if end == 0 || !lines[..end].iter().any(crosses) {
+        return None;
+    }
+    // Most of the page must still be columns below the block.
+    if lines.len() - end < 10 {
+        return None;
+    }
+    let boundary = (lines[end - 1].bottom + lines[end].top) / 2.0;
+    Some(HeaderSplit {
+        left: left - 1.0,
+        right: right + 1.0,
+        bottom: bottom - 1.0,
+        top: top + 1.0,
+        boundary,
+    })
+}
+
+/// Groups spans into lines, top to bottom, and each line into segments
+/// split at gaps wider than `gap`.
+fn lines_of(spans: &[&TextSpan], gap: f32) -> Vec<Line> {
+    let mut sorted: Vec<&TextSpan> = spans.to_vec();
+    sorted.sort_by(|a, b| b.bbox.y.total_cmp(&a.bbox.y));
+    let mut lines: Vec<(f32, Vec<&TextSpan>)> = Vec::new();
+    for s in sorted {
+        let tolerance = 0.5 * s.bbox.height.min(12.0);
+        match lines.last_mut() {
+            Some((y, members)) if (*y - s.bbox.y).abs() <= tolerance => members.push(s),
+            _ => lines.push((s.bbox.y, vec![s])),
+        }
+    }
+    lines
+        .into_iter()
+        .map(|(_, mut members)| {
+            members.sort_by(|a, b| a.bbox.x.total_cmp(&b.bbox.x));
+            let mut segments: Vec<(f32, f32)> = Vec::new();
+            for s in &members {
+                let (a, b) = (s.bbox.x, s.bbox.x + s.bbox.width);
+                match segments.last_mut() {
+                    Some(last) if a - last.1 <= gap => last.1 = last.1.max(b),
+                    _ => segments.push((a, b)),
+                }
+            }
+            Line {
+                top: members
+                    .iter()
+                    .map(|s| s.bbox.y + s.bbox.height)
+                    .fold(f32::NEG_INFINITY, f32::max),
+                bottom: members
+                    .iter()
+                    .map(|s| s.bbox.y)
+                    .fold(f32::INFINITY, f32::min),
+                segments,
+            }
+        })
+        .collect()
+}
+
 /// Extracts the text of every page of the PDF in `bytes`.
 ///
 /// Fails when the file cannot be opened as a PDF at all, is encrypted with a
@@ -219,7 +392,7 @@ pub(crate) fn extract(bytes: &[u8]) -> Result<PdfText, String> {
     let mut blank = Vec::new();
     for index in 0..count {
         let number = index + 1;
-        match catch_unwind(AssertUnwindSafe(|| doc.extract_text(index))) {
+        match catch_unwind(AssertUnwindSafe(|| page_text(&doc, index))) {
             Ok(Ok(text)) => {
                 let text = clean(text);
                 if text.trim().is_empty() {

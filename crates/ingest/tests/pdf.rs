@@ -122,6 +122,34 @@ fn two_column_paper_pages_and_phrase() {
 }
 
 #[test]
+fn a_title_and_authors_across_both_columns_are_read_before_the_columns() {
+    let parsed = parse_pdf("dpr-paper-2col-tables.pdf");
+    let first = &parsed.pages[0].text;
+    // The title spans the gutter; read column by column it would be cut
+    // after "Open-Domain" and its end put after the left column.
+    assert!(
+        squash(first).starts_with(&squash(
+            "Dense Passage Retrieval for Open-Domain Question Answering"
+        )),
+        "{}",
+        &first[..first.len().min(300)]
+    );
+    let at = |phrase: &str| {
+        squash(first)
+            .find(&squash(phrase))
+            .unwrap_or_else(|| panic!("{phrase:?} not on page 1"))
+    };
+    // Every author comes before the abstract, which comes before the
+    // right column's first sentence.
+    for author in ["Sewon Min", "Patrick Lewis", "Danqi Chen", "Wen-tau Yih"] {
+        assert!(at(author) < at("Abstract"), "{author} after the abstract");
+    }
+    assert!(at("Abstract") < at("Retrieval in open-domain QA is usually"));
+    // Later pages have no such block and read as before.
+    assert_phrase_on_page(&parsed, 2, "Our Dense Passage Retriever (DPR) is exceptionally strong");
+}
+
+#[test]
 fn tables_paper_pages_and_title_from_file_name() {
     let parsed = parse_pdf("aastex-sample631-tables.pdf");
     assert_eq!(parsed.pages.len(), 19);
