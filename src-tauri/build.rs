@@ -23,6 +23,11 @@ const COMMANDS: &[&str] = &[
     "model_catalog",
     "download_model",
     "cancel_download",
+    "gpu_panel",
+    "watched_folders",
+    "add_watched_folder",
+    "remove_watched_folder",
+    "document_pdf",
 ];
 
 fn main() {

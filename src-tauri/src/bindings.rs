@@ -3,11 +3,12 @@
 //! them to `ui/src/bindings.ts`, which `ui/src/api.ts` builds on. A test
 //! fails when the committed file no longer matches the Rust side.
 
-use tauri_specta::{collect_commands, Builder};
+use tauri_specta::{collect_commands, collect_events, Builder};
 
-use crate::{chat, commands, models};
+use crate::{chat, commands, files, folders, models, telemetry};
 
-/// Every command the window may invoke, with its types.
+/// Every command the window may invoke and every event it may listen to,
+/// with their types.
 pub fn builder() -> Builder<tauri::Wry> {
     // Counts, offsets, sizes and Unix times cross as plain numbers: none of
     // them comes near 2^53.
@@ -35,6 +36,16 @@ pub fn builder() -> Builder<tauri::Wry> {
             models::model_catalog,
             models::download_model,
             models::cancel_download,
+            telemetry::gpu_panel,
+            folders::watched_folders,
+            folders::add_watched_folder,
+            folders::remove_watched_folder,
+            files::document_pdf,
+        ])
+        .events(collect_events![
+            telemetry::GpuTick,
+            telemetry::GpuAlert,
+            folders::FolderStatus,
         ])
 }
 

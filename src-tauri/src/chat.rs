@@ -85,6 +85,7 @@ pub async fn ask(
     } else {
         let mut ask = AskRequest::new(question.clone());
         ask.mode = request.mode.into();
+        ask.generation.enable_thinking = request.think;
         let stop = state.begin_answer();
         let events: Arc<dyn Fn(AskEvent) + Send + Sync> = {
             let stop = stop.clone();
@@ -105,6 +106,8 @@ pub async fn ask(
                     }
                     AskEvent::Token { .. } if stop.load(Ordering::Relaxed) => return,
                     AskEvent::Token { text } => AnswerUpdate::Token { text },
+                    AskEvent::Thinking { .. } if stop.load(Ordering::Relaxed) => return,
+                    AskEvent::Thinking { text } => AnswerUpdate::Thinking { text },
                     _ => return,
                 };
                 if on_event.send(update).is_err() {
@@ -129,7 +132,9 @@ pub async fn ask(
     let Some(id) = request.conversation_id else {
         return Ok(view);
     };
-    let answer = Message::assistant(view.answer.clone(), sources, view.stopped).with_checks(checks);
+    let answer = Message::assistant(view.answer.clone(), sources, view.stopped)
+        .with_checks(checks)
+        .with_thinking(view.thinking.clone());
     let stored = with_store(&state, move |s| {
         s.append(&id, Message::user(question))?;
         s.append(&id, answer)

@@ -242,6 +242,25 @@ async fn run_ingest(
                         warnings,
                     }]
                 }
+                IngestEvent::Stage { path, stage } => vec![IngestUpdate::Progress {
+                    path: t.shown(&path),
+                    stage: capitalised(stage.verb()),
+                    done: None,
+                    total: None,
+                }],
+                IngestEvent::OcrPage {
+                    path,
+                    page,
+                    done,
+                    total,
+                } => vec![IngestUpdate::Progress {
+                    path: t.shown(&path),
+                    stage: format!("Reading scanned page {page} (OCR)"),
+                    done: Some(done),
+                    total: Some(total),
+                }],
+                // The window works out the run's ETA from per-file updates.
+                IngestEvent::Overall(_) => Vec::new(),
                 IngestEvent::FileUnchanged { path } => {
                     t.record(&path, Outcome::Unchanged);
                     vec![IngestUpdate::Unchanged {
@@ -322,7 +341,7 @@ pub async fn documents(state: State<'_, AppState>) -> CommandResult<Vec<Document
 }
 
 /// Checks that `id` looks like a document id before it reaches the engine.
-fn check_document_id(id: &str) -> CommandResult<&str> {
+pub(crate) fn check_document_id(id: &str) -> CommandResult<&str> {
     let id = id.trim();
     if id.is_empty() || id.len() > 64 || !id.bytes().all(|b| b.is_ascii_alphanumeric()) {
         return Err(CommandError::invalid_input(format!(
@@ -446,6 +465,15 @@ pub async fn models_status(state: State<'_, AppState>) -> CommandResult<ModelsVi
     })
     .await
     .map_err(|e| CommandError::internal(e.to_string()))
+}
+
+/// "parsing" → "Parsing".
+fn capitalised(word: &str) -> String {
+    let mut chars = word.chars();
+    chars
+        .next()
+        .map(|c| c.to_uppercase().chain(chars).collect())
+        .unwrap_or_default()
 }
 
 #[cfg(test)]

@@ -7,8 +7,11 @@ mod bindings;
 mod chat;
 mod commands;
 mod error;
+mod files;
+mod folders;
 mod models;
 mod state;
+mod telemetry;
 mod view;
 
 use tauri::Manager;
@@ -23,6 +26,8 @@ use crate::state::AppState;
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() {
+    // Before any other thread exists: it sets an environment variable.
+    lectern_engine::prefer_own_cpu_threads();
     tracing_subscriber::fmt()
         .with_env_filter(
             EnvFilter::try_from_default_env()
@@ -37,6 +42,8 @@ fn main() {
         Err(e) => tracing::error!(error = %e, "no usable configuration"),
     }
 
+    let bindings = bindings::builder();
+    let invoke_handler = bindings.invoke_handler();
     let app = tauri::Builder::default()
         // First: a second launch hands over to the running window instead of
         // opening the library a second time (the library allows one writer).
@@ -49,18 +56,25 @@ fn main() {
         }))
         .plugin(tauri_plugin_dialog::init())
         .manage(AppState::new(config))
-        .setup(|app| {
+        .manage(folders::Watches::default())
+        .setup(move |app| {
+            bindings.mount_events(app);
             // Open the library and load the embedder while the window paints;
-            // commands that arrive first wait for it.
+            // commands that arrive first wait for it. Then broadcast GPU
+            // readings and restart the folder watches.
             let handle = app.handle().clone();
             tauri::async_runtime::spawn(async move {
-                if let Err(e) = handle.state::<AppState>().engine().await {
-                    tracing::error!(error = %e, "the library did not open");
+                match handle.state::<AppState>().engine().await {
+                    Ok(engine) => {
+                        telemetry::start_broadcast(handle.clone(), engine.clone());
+                        folders::restart_all(&handle, engine);
+                    }
+                    Err(e) => tracing::error!(error = %e, "the library did not open"),
                 }
             });
             Ok(())
         })
-        .invoke_handler(bindings::builder().invoke_handler())
+        .invoke_handler(invoke_handler)
         .run(tauri::generate_context!());
 
     if let Err(e) = app {

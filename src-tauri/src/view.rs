@@ -146,6 +146,9 @@ pub struct Hit {
     pub ranks: LegRanks,
     pub bm25_score: Option<f32>,
     pub dense_distance: Option<f32>,
+    /// The cross-encoder reranker's score, when one ordered the hits.
+    #[specta(optional)]
+    pub rerank_score: Option<f32>,
     pub text: String,
 }
 
@@ -165,6 +168,7 @@ impl From<SearchHit> for Hit {
             },
             bm25_score: hit.bm25_score,
             dense_distance: hit.dense_distance,
+            rerank_score: hit.rerank_score,
             text: chunk.text,
         }
     }
@@ -188,6 +192,9 @@ pub struct Question {
     /// The conversation the question and its answer are added to.
     #[serde(default)]
     pub conversation_id: Option<String>,
+    /// Let the model reason before it answers (models that can think).
+    #[serde(default)]
+    pub think: bool,
 }
 
 /// A numbered source the answer may cite.
@@ -211,6 +218,9 @@ pub struct Source {
     pub ranks: LegRanks,
     pub bm25_score: Option<f32>,
     pub dense_distance: Option<f32>,
+    /// The cross-encoder reranker's score, when one ordered the passages.
+    #[specta(optional)]
+    pub rerank_score: Option<f32>,
     pub cited: bool,
 }
 
@@ -239,6 +249,7 @@ impl From<&SourceRef> for Source {
             },
             bm25_score: s.bm25_score,
             dense_distance: s.dense_distance,
+            rerank_score: s.rerank_score,
             cited: s.cited,
         }
     }
@@ -257,6 +268,9 @@ pub enum AnswerUpdate {
     /// A piece of the answer.
     #[serde(rename_all = "camelCase")]
     Token { text: String },
+    /// A piece of the model's reasoning before the answer.
+    #[serde(rename_all = "camelCase")]
+    Thinking { text: String },
 }
 
 #[derive(Debug, Clone, Serialize, specta::Type)]
@@ -277,6 +291,8 @@ pub struct AnswerView {
     pub conversation: Option<ConversationSummaryView>,
     /// The quote check of each cited sentence.
     pub checks: Vec<CheckView>,
+    /// The model's reasoning before the answer; empty when it did not think.
+    pub thinking: String,
 }
 
 /// How well one cited sentence is backed by the source it cites.
@@ -339,6 +355,11 @@ impl AnswerView {
             not_in_documents,
             took_ms,
             conversation: None,
+            thinking: if not_in_documents {
+                String::new()
+            } else {
+                answer.thinking
+            },
         }
     }
 
@@ -357,6 +378,7 @@ impl AnswerView {
             took_ms,
             conversation: None,
             checks: Vec::new(),
+            thinking: String::new(),
         }
     }
 }
@@ -400,6 +422,8 @@ pub struct MessageView {
     pub created_at: u64,
     /// The quote check of the answer's citations.
     pub checks: Vec<CheckView>,
+    /// The model's reasoning before the answer; empty when it did not think.
+    pub thinking: String,
 }
 
 impl From<&Message> for MessageView {
@@ -413,6 +437,7 @@ impl From<&Message> for MessageView {
             not_in_documents: assistant && m.sources.is_empty(),
             created_at: m.created_at,
             checks: m.checks.iter().map(CheckView::from).collect(),
+            thinking: m.thinking.clone(),
         }
     }
 }
@@ -840,6 +865,7 @@ mod tests {
             bm25_score: Some(7.5),
             dense_rank: None,
             dense_distance: None,
+            rerank_score: None,
             cited,
         }
     }

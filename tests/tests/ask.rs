@@ -156,6 +156,7 @@ async fn quote_check_flags_unsupported_citations_with_the_real_embedder() {
         bm25_score: None,
         dense_rank: None,
         dense_distance: None,
+        rerank_score: None,
         cited: true,
     };
     let answer = "In Rust, each value has an owner and there can only be one owner at a time [1]. \

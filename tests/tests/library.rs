@@ -43,6 +43,53 @@ async fn ingest_search_reopen_on_real_documents() {
         .iter()
         .any(|e| matches!(e, lectern_engine::IngestEvent::FileFailed { .. })));
 
+    // Progress: each indexed file goes through the stages in order, the
+    // scan's OCR pages are announced when OCR ran, and the run's overall
+    // progress ends at every file and byte.
+    use lectern_engine::{IngestEvent, IngestStage};
+    let md = doc("md/rust-book-ch03-02-data-types.md");
+    let stages: Vec<IngestStage> = events
+        .iter()
+        .filter_map(|e| match e {
+            IngestEvent::Stage { path, stage } if *path == md => Some(*stage),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        stages,
+        [
+            IngestStage::Parse,
+            IngestStage::Chunk,
+            IngestStage::Embed,
+            IngestStage::Index
+        ]
+    );
+    let overall: Vec<&lectern_engine::OverallProgress> = events
+        .iter()
+        .filter_map(|e| match e {
+            IngestEvent::Overall(p) => Some(p),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(overall.len(), files.len());
+    let last = overall.last().unwrap();
+    assert_eq!(last.files_done, files.len());
+    let total_bytes: u64 = files
+        .iter()
+        .map(|f| std::fs::metadata(f).unwrap().len())
+        .sum();
+    assert_eq!(
+        (last.bytes_done, last.bytes_total),
+        (total_bytes, total_bytes)
+    );
+    assert!(overall
+        .windows(2)
+        .all(|w| w[0].bytes_done <= w[1].bytes_done));
+    assert!(overall[0].eta_seconds.is_some_and(|s| s > 0.0));
+    assert!(last.eta_seconds.is_none());
+    assert!(report.stages.parse > 0.0 && report.stages.embed > 0.0 && report.stages.index > 0.0);
+    assert!(report.pages >= 13 + 3, "{} pages", report.pages);
+
     // The image-only scan is kept but flagged as needing OCR.
     let docs = engine.documents().await;
     let scan = docs
@@ -54,6 +101,16 @@ async fn ingest_search_reopen_on_real_documents() {
         "{:?}",
         scan.warnings
     );
+    if scan
+        .warnings
+        .iter()
+        .any(|w| w.contains("recognised by OCR"))
+    {
+        assert!(
+            events.iter().any(|e| matches!(e, IngestEvent::OcrPage { path, page: 1, done: 0, total: 1 } if path.ends_with("scanned-huckfinn-p22.pdf"))),
+            "no OCR progress for the scan"
+        );
+    }
     let pdf = docs
         .iter()
         .find(|d| d.path.ends_with("dpr-paper-2col-tables.pdf"))

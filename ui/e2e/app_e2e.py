@@ -196,6 +196,10 @@ def main():
         d.click("#tab-models")
         wait_for("the models panel", lambda: d.visible("#models-body .model") and d.count("#models-body .model") >= 2, 30)
         check("the embedder is present", "Present" in d.text("#models-body .model"))
+        wait_for("live readings", lambda: d.count("#gpu-live .chart") > 0, 30)
+        head = d.text("#gpu-live .gpu-live-head") or ""
+        check("the live panel names the device or says there is no NVIDIA GPU",
+              any(w in head for w in ("No NVIDIA GPU", "cuda", "CPU")), head)
         d.screenshot(args.out / "4-models-gpu.png")
 
         # 4. Delete a document.

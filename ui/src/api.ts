@@ -5,8 +5,10 @@
  * command's error result into a rejected promise carrying a `CommandError`.
  */
 import { Channel, isTauri } from "@tauri-apps/api/core";
+import type { UnlistenFn } from "@tauri-apps/api/event";
 import {
   commands,
+  events,
   type AnswerUpdate,
   type AnswerView,
   type CatalogModelView,
@@ -18,7 +20,13 @@ import {
   type ConversationView,
   type DocumentView,
   type Field,
+  type FolderStatus,
+  type GpuAlert,
+  type GpuPanel,
+  type GpuReading,
+  type GpuTick,
   type GpuView,
+  type HostReading,
   type Hit,
   type IngestSummary,
   type IngestUpdate,
@@ -28,7 +36,9 @@ import {
   type Mode,
   type ModelView,
   type ModelsView,
+  type PdfFile,
   type Question,
+  type ResidentView,
   type SearchQuery,
   type SearchResults,
   type Source,
@@ -58,6 +68,7 @@ export type ModelsStatus = ModelsView;
 export type GpuField = Field;
 export type GpuStatus = GpuView;
 export type { CatalogModelView, CatalogView, CheckView, DownloadUpdate };
+export type { FolderStatus, GpuAlert, GpuPanel, GpuReading, GpuTick, HostReading, PdfFile, ResidentView };
 
 export const inApp = isTauri();
 
@@ -162,4 +173,45 @@ export function gpuStatus(): Promise<GpuStatus> {
 
 export function libraryStats(): Promise<LibraryStats> {
   return unwrap(commands.libraryStats());
+}
+
+/** The GPU panel's opening state: device, recent readings, resident models. */
+export function gpuPanel(): Promise<GpuPanel> {
+  return unwrap(commands.gpuPanel());
+}
+
+/** Calls `cb` with every GPU and host reading broadcast from now on. */
+export function onGpuTick(cb: (tick: GpuTick) => void): Promise<UnlistenFn> {
+  return events.gpuTick.listen((e) => cb(e.payload));
+}
+
+/** Calls `cb` with every GPU alert (threshold crossings, device loss, model moves). */
+export function onGpuAlert(cb: (alert: GpuAlert) => void): Promise<UnlistenFn> {
+  return events.gpuAlert.listen((e) => cb(e.payload));
+}
+
+export function watchedFolders(): Promise<FolderStatus[]> {
+  return unwrap(commands.watchedFolders());
+}
+
+export function addWatchedFolder(path: string): Promise<FolderStatus[]> {
+  return unwrap(commands.addWatchedFolder(path));
+}
+
+export function removeWatchedFolder(path: string): Promise<FolderStatus[]> {
+  return unwrap(commands.removeWatchedFolder(path));
+}
+
+/** Calls `cb` whenever a watched folder's state changes. */
+export function onFolderStatus(cb: (status: FolderStatus) => void): Promise<UnlistenFn> {
+  return events.folderStatus.listen((e) => cb(e.payload));
+}
+
+/** The PDF file of a library document (by id; the backend serves nothing else). */
+export async function documentPdf(id: string): Promise<Uint8Array> {
+  const file = await unwrap(commands.documentPdf(id));
+  const raw = atob(file.base64);
+  const bytes = new Uint8Array(raw.length);
+  for (let i = 0; i < raw.length; i++) bytes[i] = raw.charCodeAt(i);
+  return bytes;
 }

@@ -25,6 +25,7 @@ import {
 } from "./api";
 import { byId, formatCount, formatScore, h } from "./dom";
 import { linkCitations, renderMarkdown } from "./markdown";
+import { clearPdf, showPdfPage } from "./pdfview";
 import { errorText, formatWhen, hideNotice, plural, showNotice } from "./shell";
 
 const conversation = byId("conversation");
@@ -33,6 +34,20 @@ const askForm = byId<HTMLFormElement>("ask-form");
 const askInput = byId<HTMLTextAreaElement>("ask-input");
 const askMode = byId<HTMLSelectElement>("ask-mode");
 const askSubmit = byId<HTMLButtonElement>("ask-submit");
+const askThink = byId<HTMLInputElement>("ask-think");
+const THINK_KEY = "lectern.think";
+try {
+  askThink.checked = window.localStorage.getItem(THINK_KEY) === "1";
+} catch {
+  // Unreadable storage: start unchecked.
+}
+askThink.addEventListener("change", () => {
+  try {
+    window.localStorage.setItem(THINK_KEY, askThink.checked ? "1" : "0");
+  } catch {
+    // Not kept; the box still works for this session.
+  }
+});
 const chatTitle = byId("chat-title");
 const list = byId<HTMLUListElement>("conversation-list");
 const listEmpty = byId("conversations-empty");
@@ -84,6 +99,7 @@ export function showSource(s: Source, opener: HTMLElement | null = null): void {
   panelHeadings.hidden = s.headings.length === 0;
   const mark = h("mark", { text: reflow(s.text, s.path) });
   panelPassage.replaceChildren(mark);
+  void showPdfPage(s);
   panelScores.replaceChildren(...scoreFields(s));
   panel.hidden = false;
   panel.focus();
@@ -92,6 +108,7 @@ export function showSource(s: Source, opener: HTMLElement | null = null): void {
 
 function closeSource(): void {
   panel.hidden = true;
+  clearPdf();
   panelOpener?.focus();
   panelOpener = null;
 }
@@ -104,6 +121,7 @@ document.addEventListener("keydown", (e) => {
 // ---------------------------------------------------------------- answers
 
 interface AnswerParts {
+  thinking: HTMLDetailsElement;
   body: HTMLDivElement;
   status: HTMLParagraphElement;
   sourcesBox: HTMLDivElement;
@@ -113,6 +131,8 @@ interface AnswerParts {
 }
 
 function answerShell(): AnswerParts {
+  const thinking = h("details", { class: "thinking" }, h("summary", { text: "Thinking…" }), h("div", { class: "thinking-text" }));
+  thinking.hidden = true;
   const body = h("div", { class: "answer-text markdown" });
   const status = h("p", { class: "answer-status" });
   const sourcesBox = h("div", { class: "answer-sources" });
@@ -121,8 +141,18 @@ function answerShell(): AnswerParts {
   inspector.hidden = true;
   const meta = h("p", { class: "answer-meta" });
   meta.hidden = true;
-  const box = h("div", { class: "answer" }, body, status, sourcesBox, inspector, meta);
-  return { body, status, sourcesBox, inspector, meta, box };
+  const box = h("div", { class: "answer" }, thinking, body, status, sourcesBox, inspector, meta);
+  return { thinking, body, status, sourcesBox, inspector, meta, box };
+}
+
+/** Shows the model's reasoning, folded above its answer; plain text, never Markdown. */
+function renderThinking(parts: AnswerParts, text: string, done: boolean): void {
+  const trimmed = text.trim();
+  parts.thinking.hidden = trimmed.length === 0;
+  const summary = parts.thinking.querySelector("summary");
+  if (summary) summary.textContent = done ? `Thought process · ${plural(trimmed.split(/\s+/).filter(Boolean).length, "word", "words")}` : "Thinking…";
+  const body = parts.thinking.querySelector(".thinking-text");
+  if (body) body.textContent = trimmed;
 }
 
 function renderAnswerText(parts: AnswerParts, text: string, sources: Source[], checks: CheckView[] = []): void {
@@ -189,6 +219,9 @@ function renderInspector(parts: AnswerParts, sources: Source[], promptTokens: nu
       rankCell(s.ranks.bm25, s.bm25Score, "BM25 score"),
       rankCell(s.ranks.dense, s.denseDistance, "cosine distance"),
       h("td", { class: "num", text: formatScore(s.score) }),
+      s.rerankScore == null
+        ? h("td", { class: "num muted", text: "–", title: "Not reranked" })
+        : h("td", { class: "num rerank", text: formatScore(s.rerankScore), title: "Cross-encoder reranker score" }),
       h("td", { text: s.cited ? "cited" : "" }),
     );
   });
@@ -202,7 +235,7 @@ function renderInspector(parts: AnswerParts, sources: Source[], promptTokens: nu
       h(
         "thead",
         {},
-        h("tr", {}, h("th", { text: "" }), h("th", { text: "Passage" }), h("th", { class: "num", text: "BM25 rank · score" }), h("th", { class: "num", text: "Dense rank · distance" }), h("th", { class: "num", text: "Fused" }), h("th", { text: "" })),
+        h("tr", {}, h("th", { text: "" }), h("th", { text: "Passage" }), h("th", { class: "num", text: "BM25 rank · score" }), h("th", { class: "num", text: "Dense rank · distance" }), h("th", { class: "num", text: "Fused" }), h("th", { class: "num", text: "Rerank" }), h("th", { text: "" })),
       ),
       h("tbody", {}, ...rows),
     ),
@@ -251,6 +284,7 @@ function showStored(messages: StoredMessage[]): void {
       continue;
     }
     if (!parts) parts = addTurn("");
+    renderThinking(parts, m.thinking ?? "", true);
     if (m.notInDocuments) notInDocuments(parts);
     else renderAnswerText(parts, m.text, m.sources, m.checks);
     renderSources(parts, m.sources);
@@ -277,6 +311,7 @@ async function runAsk(question: string, mode: SearchMode): Promise<void> {
   let finished = false;
   let retrieved: Source[] = [];
   let buffer = "";
+  let thought = "";
   let tokens = 0;
   let pending = 0;
   const flush = (): void => {
@@ -295,6 +330,11 @@ async function runAsk(question: string, mode: SearchMode): Promise<void> {
         parts.status.textContent = retrieved.length ? `Reading ${plural(retrieved.length, "passage", "passages")}…` : "Nothing matched in your library.";
         renderInspector(parts, retrieved, event.promptTokens, mode);
         break;
+      case "thinking":
+        thought += event.text;
+        parts.status.textContent = "Thinking…";
+        renderThinking(parts, thought, false);
+        break;
       case "token":
         buffer += event.text;
         tokens += 1;
@@ -312,11 +352,12 @@ async function runAsk(question: string, mode: SearchMode): Promise<void> {
       chatTitle.textContent = created.title;
       exportButton.hidden = false;
     }
-    const response = await ask({ question, mode, conversationId: currentId }, onEvent);
+    const response = await ask({ question, mode, conversationId: currentId, think: askThink.checked }, onEvent);
     finished = true;
     window.clearTimeout(pending);
     const near = nearBottom();
     parts.status.hidden = true;
+    renderThinking(parts, response.thinking, true);
     if (response.notInDocuments) {
       notInDocuments(parts);
     } else {

@@ -3,6 +3,8 @@ import { asCommandError, gpuStatus, inApp, libraryStats, modelsStatus, type Mode
 import { exportCurrent, focusQuestion, newConversationShortcut, refreshConversations } from "./chat";
 import { byId, formatCount, h } from "./dom";
 import { refreshDocuments, watchDrops } from "./library";
+import { refreshFolders, startFolders } from "./folders";
+import { loadGpuPanel, startGpuPanel } from "./gpu";
 import { refreshCatalog } from "./catalog";
 import { focusSearch } from "./search";
 import { initSettings } from "./settings";
@@ -14,7 +16,14 @@ initSettings();
 
 const screens = [
   { tab: byId<HTMLButtonElement>("tab-chat"), panel: byId("screen-chat"), shown: () => focusQuestion() },
-  { tab: byId<HTMLButtonElement>("tab-library"), panel: byId("screen-library"), shown: () => void refreshDocuments() },
+  {
+    tab: byId<HTMLButtonElement>("tab-library"),
+    panel: byId("screen-library"),
+    shown: () => {
+      void refreshDocuments();
+      void refreshFolders();
+    },
+  },
   { tab: byId<HTMLButtonElement>("tab-search"), panel: byId("screen-search"), shown: () => focusSearch() },
   {
     tab: byId<HTMLButtonElement>("tab-models"),
@@ -22,6 +31,7 @@ const screens = [
     shown: () => {
       void refreshModels();
       void refreshCatalog();
+      void loadGpuPanel();
     },
   },
 ];
@@ -199,11 +209,14 @@ if (!inApp) {
   topbarStats.textContent = "Not connected";
   computeBadge.textContent = "Not connected";
   gpuSummary.textContent = "Not connected";
+  byId("gpu-live").textContent = "Not connected";
 } else {
   watchDrops(() => void 0);
   void refreshStats();
   void refreshGpu();
   void refreshConversations();
+  void startGpuPanel();
+  void startFolders();
   window.setInterval(() => {
     if (!document.hidden && !byId("screen-models").hidden) void refreshGpu();
   }, GPU_REFRESH_MS);

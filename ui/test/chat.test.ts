@@ -22,6 +22,7 @@ const source = (n: number, text: string): Source => ({
   ranks: { dense: n, bm25: n + 1 },
   bm25Score: 7.5,
   denseDistance: 0.41,
+  rerankScore: n === 1 ? 2.5 : null,
   cited: n === 1,
 });
 
@@ -40,6 +41,7 @@ function response(answer: string, extra: Partial<AskResponse> = {}): AskResponse
     tookMs: 1200,
     conversation: null,
     checks: [],
+    thinking: "",
     ...extra,
   };
 }
@@ -88,12 +90,16 @@ describe("chat", () => {
     expect(turn?.querySelector(".answer")?.getAttribute("aria-busy")).toBe("false");
     expect(document.getElementById("chat-title")?.textContent).toBe("Boiling");
     const askCall = calls.find((c) => c.cmd === "ask");
-    expect(askCall?.args.request).toEqual({ question: "When does water boil?", mode: "hybrid", conversationId: "conv-1" });
+    expect(askCall?.args.request).toEqual({ question: "When does water boil?", mode: "hybrid", conversationId: "conv-1", think: false });
 
     // Only the cited source is listed; the inspector shows both with their ranks.
     const listed = Array.from(turn!.querySelectorAll(".answer-sources .source-doc")).map((n) => n.textContent);
     expect(listed).toEqual(["doc1.pdf"]);
     expect(turn!.querySelectorAll(".inspector-table tbody tr")).toHaveLength(2);
+    // The rerank column: the reranked passage's score, a dash for the other.
+    const rerankCells = Array.from(turn!.querySelectorAll(".inspector-table tbody tr")).map((r) => r.children[5]?.textContent);
+    expect(turn!.querySelectorAll(".inspector-table thead th")[5]?.textContent).toBe("Rerank");
+    expect(rerankCells).toEqual(["2.5000", "–"]);
 
     const chip = turn!.querySelector<HTMLButtonElement>("button.cite");
     expect(chip?.textContent).toBe("1");
@@ -195,6 +201,51 @@ describe("chat", () => {
     expect(exportFileName("x".repeat(200))).toHaveLength(83);
   });
 
+  it("thinks first when asked: reasoning is folded above the answer and kept with the conversation", async () => {
+    const calls = fakeBackend({
+      create_conversation: () => conversation,
+      list_conversations: () => [{ ...conversation, messages: 2 }],
+      ask: (args) => {
+        send(args.onEvent, { kind: "sources", sources, promptTokens: 321 });
+        send(args.onEvent, { kind: "thinking", text: "The passage says " });
+        send(args.onEvent, { kind: "thinking", text: "100 degrees." });
+        const block = document.querySelector<HTMLDetailsElement>(".turn .thinking");
+        expect(block?.hidden).toBe(false);
+        expect(block?.querySelector("summary")?.textContent).toBe("Thinking…");
+        send(args.onEvent, { kind: "token", text: "Water boils at 100 °C [1]." });
+        return Promise.resolve(response("Water boils at 100 °C [1].", { thinking: "The passage says 100 degrees." }));
+      },
+    });
+    await import("../src/chat");
+    const think = document.getElementById("ask-think") as HTMLInputElement;
+    think.checked = true;
+    think.dispatchEvent(new Event("change"));
+    await ask("When does water boil?");
+    await settle(50);
+
+    expect(calls.find((c) => c.cmd === "ask")?.args.request).toMatchObject({ think: true });
+    const block = document.querySelector<HTMLDetailsElement>(".turn .thinking")!;
+    expect(block.open).toBe(false);
+    expect(block.querySelector("summary")?.textContent).toBe("Thought process · 5 words");
+    expect(block.querySelector(".thinking-text")?.textContent).toBe("The passage says 100 degrees.");
+    const answer = document.querySelector(".turn .answer-text")?.textContent ?? "";
+    expect(answer).toContain("Water boils at 100 °C");
+    expect(answer).not.toContain("passage says");
+    expect(window.localStorage.getItem("lectern.think")).toBe("1");
+  });
+
+  it("shows no reasoning block for answers without one", async () => {
+    fakeBackend({
+      create_conversation: () => conversation,
+      list_conversations: () => [{ ...conversation, messages: 2 }],
+      ask: () => Promise.resolve(response("Water boils at 100 °C [1].")),
+    });
+    window.localStorage.removeItem("lectern.think");
+    await import("../src/chat");
+    await ask("When does water boil?");
+    expect(document.querySelector<HTMLDetailsElement>(".turn .thinking")?.hidden).toBe(true);
+  });
+
   it("lists stored conversations and reopens one with its citations", async () => {
     const stored = {
       ...conversation,
@@ -208,6 +259,7 @@ describe("chat", () => {
           notInDocuments: false,
           createdAt: 2,
           checks: [{ n: 2, sentence: "Also at 20 °C [2].", support: "unsupported", flagged: true, reason: "20 is not in the source" }],
+          thinking: "Two sources disagree.",
         },
       ],
     };
@@ -228,5 +280,6 @@ describe("chat", () => {
     const chips = Array.from(document.querySelectorAll<HTMLButtonElement>(".turn button.cite"));
     expect(chips.map((c) => c.textContent)).toEqual(["1", "2"]);
     expect(chips.map((c) => c.classList.contains("cite-flagged"))).toEqual([false, true]);
+    expect(document.querySelector(".turn .thinking-text")?.textContent).toBe("Two sources disagree.");
   });
 });

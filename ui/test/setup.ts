@@ -24,9 +24,11 @@ type Handler = (args: Record<string, unknown>) => unknown;
 /**
  * Pretends to be the Tauri backend: `isTauri()` is true and every `invoke`
  * goes to `handlers[cmd]`; a command with no handler fails like a command
- * the backend does not know.
+ * the backend does not know. With `events`, `listen` works and `emit` from
+ * `@tauri-apps/api/event` delivers to the page's listeners, standing in for
+ * events the backend broadcasts.
  */
-export function fakeBackend(handlers: Record<string, Handler>): Call[] {
+export function fakeBackend(handlers: Record<string, Handler>, options: { events?: boolean } = {}): Call[] {
   const calls: Call[] = [];
   (globalThis as { isTauri?: boolean }).isTauri = true;
   mockIPC((cmd, args) => {
@@ -35,7 +37,7 @@ export function fakeBackend(handlers: Record<string, Handler>): Call[] {
     const handler = handlers[cmd];
     if (!handler) return Promise.reject({ code: "unknown_command", message: `no handler for ${cmd}` });
     return handler(a);
-  });
+  }, { shouldMockEvents: options.events === true });
   return calls;
 }
 

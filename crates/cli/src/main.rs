@@ -12,8 +12,8 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use lectern_engine::eval::{load_corpus, load_qrels, load_queries};
 use lectern_engine::hub::{Catalog, DownloadEvent, DownloadOptions, InstallState};
 use lectern_engine::{
-    AskEvent, AskRequest, DevicePreference, Engine, EngineConfig, Fusion, SearchHit, SearchMode,
-    SearchRequest, WatchEvent,
+    AskEvent, AskRequest, DevicePreference, Engine, EngineConfig, Fusion, RerankMode, SearchHit,
+    SearchMode, SearchRequest, WatchEvent,
 };
 
 /// Tensor work allocates and frees large buffers at a high rate; mimalloc
@@ -34,6 +34,11 @@ struct Cli {
     /// Compute device: auto, cpu, cuda, cuda:N or metal (default: LECTERN_DEVICE or auto).
     #[arg(long, global = true)]
     device: Option<String>,
+    /// Embedding model: a catalog id (all-MiniLM-L6-v2, bge-small-en-v1.5,
+    /// qwen3-embedding-0.6b) or a model folder (default: LECTERN_EMBEDDER
+    /// or all-MiniLM-L6-v2).
+    #[arg(long, global = true)]
+    embedder: Option<String>,
     #[command(subcommand)]
     command: Command,
 }
@@ -85,6 +90,10 @@ enum Command {
         /// Let hybrid-thinking models reason in a <think> block first.
         #[arg(long)]
         think: bool,
+        /// Rerank retrieved passages with the cross-encoder: auto (when one
+        /// is installed), on or off.
+        #[arg(long, default_value = "auto", value_parser = parse_rerank)]
+        rerank: RerankMode,
         /// Print the model's reasoning (to stderr while streaming).
         #[arg(long)]
         show_thinking: bool,
@@ -129,6 +138,19 @@ enum Command {
         /// The folder.
         folder: PathBuf,
     },
+    /// Switch the library to the embedding model named by --embedder (a
+    /// catalog id or a folder). Every passage is embedded again into a
+    /// shadow table while search keeps using the current model; the library
+    /// changes model at once when all are done. Interrupting is safe: the
+    /// current model stays in use and running the command again resumes.
+    Reembed {
+        /// Give up a switch in progress instead (the current model stays).
+        #[arg(long)]
+        cancel: bool,
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Check that the manifest, the vector store and the text index agree.
     Check {
         /// Print the report as JSON.
@@ -172,10 +194,19 @@ struct SearchOpts {
     /// norm:<dense weight>.
     #[arg(long, default_value = "norm", value_parser = parse_fusion)]
     fusion: Fusion,
+    /// Rerank the top candidates with the cross-encoder: auto (when one is
+    /// installed), on or off.
+    #[arg(long, default_value = "auto", value_parser = parse_rerank)]
+    rerank: RerankMode,
 }
 
 fn parse_fusion(s: &str) -> std::result::Result<Fusion, String> {
     s.parse()
+}
+
+fn parse_rerank(s: &str) -> std::result::Result<RerankMode, String> {
+    s.parse()
+        .map_err(|e: lectern_engine::EngineError| e.to_string())
 }
 
 #[derive(Clone, Copy, ValueEnum, PartialEq, Eq)]
@@ -222,6 +253,10 @@ enum EvalKind {
         /// Hybrid fusion: rrf, norm or norm:<dense weight>.
         #[arg(long, default_value = "norm", value_parser = parse_fusion)]
         fusion: Fusion,
+        /// Rerank the top candidates with the cross-encoder: auto (when one
+        /// is installed), on or off.
+        #[arg(long, default_value = "auto", value_parser = parse_rerank)]
+        rerank: RerankMode,
         /// Print the results as JSON.
         #[arg(long)]
         json: bool,
@@ -265,6 +300,17 @@ enum BenchKind {
         /// Seed of the synthetic data.
         #[arg(long, default_value_t = 0)]
         seed: u64,
+        /// Print JSON only.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Ingest throughput into a fresh library, with the time spent in each
+    /// stage (parse, chunk, embed, index) and what the stages other than
+    /// embedding add on top of it.
+    Ingest {
+        /// Files and folders to ingest.
+        #[arg(required = true)]
+        paths: Vec<PathBuf>,
         /// Print JSON only.
         #[arg(long)]
         json: bool,
@@ -382,6 +428,9 @@ fn config(cli: &Cli) -> Result<EngineConfig> {
     if let Some(d) = &cli.device {
         cfg.device = d.parse::<DevicePreference>()?;
     }
+    if let Some(e) = &cli.embedder {
+        cfg.set_embedder(e);
+    }
     Ok(cfg)
 }
 
@@ -422,6 +471,7 @@ fn print_hits(hits: &[SearchHit]) {
         let legs = [
             h.bm25_rank.map(|r| format!("bm25 #{r}")),
             h.dense_rank.map(|r| format!("dense #{r}")),
+            h.rerank_score.map(|s| format!("rerank {s:.4}")),
         ]
         .into_iter()
         .flatten()
@@ -575,8 +625,16 @@ fn print_recommendation(advice: &lectern_engine::gpu::Recommendation) {
     }
 }
 
-#[tokio::main]
-async fn main() -> Result<()> {
+fn main() -> Result<()> {
+    // Before the runtime's threads exist: it sets an environment variable.
+    lectern_engine::prefer_own_cpu_threads();
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?
+        .block_on(run())
+}
+
+async fn run() -> Result<()> {
     init_tracing();
     let cli = Cli::parse();
     match &cli.command {
@@ -666,6 +724,7 @@ async fn main() -> Result<()> {
         }
         Command::Search { query, opts, json } => {
             let engine = open(&cli).await?;
+            engine.set_rerank_mode(opts.rerank);
             let hits = engine
                 .search_with(
                     &SearchRequest {
@@ -692,8 +751,10 @@ async fn main() -> Result<()> {
             json,
             think,
             show_thinking,
+            rerank,
         } => {
             let engine = open(&cli).await?;
+            engine.set_rerank_mode(*rerank);
             let mut req = AskRequest::new(question.clone());
             req.model = model.clone();
             req.top_k = *top_k;
@@ -773,11 +834,13 @@ async fn main() -> Result<()> {
                     qrels,
                     mode,
                     fusion,
+                    rerank,
                     json,
                 },
         } => {
             let engine = open(&cli).await?;
             engine.set_fusion(*fusion);
+            engine.set_rerank_mode(*rerank);
             let docs = load_corpus(corpus)?;
             let queries = load_queries(queries)?;
             let qrels = load_qrels(qrels)?;
@@ -801,6 +864,13 @@ async fn main() -> Result<()> {
                 println!("{}", serde_json::to_string_pretty(&reports)?);
             } else {
                 println!("hybrid fusion: {fusion}");
+                match reports.first().and_then(|r| r.reranker.as_deref()) {
+                    Some(name) => println!(
+                        "reranker: {name} (top {} candidates re-scored)",
+                        engine.rerank_depth()
+                    ),
+                    None => println!("reranker: none"),
+                }
                 println!(
                     "{:<8} {:>8} {:>10} {:>11} {:>8} {:>9}",
                     "mode", "queries", "nDCG@10", "Recall@100", "MRR@10", "search s"
@@ -902,6 +972,47 @@ async fn main() -> Result<()> {
                 println!(
                     "dense recall@10 vs exact: {:.3} ({} queries); hybrid fusion {}; {} timed queries per mode",
                     report.dense_recall_at_10, report.recall_queries, report.fusion, report.queries
+                );
+            }
+        }
+        Command::Bench {
+            kind: BenchKind::Ingest { paths, json },
+        } => {
+            let scratch = tempfile::tempdir()?;
+            let mut cfg = config(&cli)?;
+            cfg.data_dir = scratch.path().join("library");
+            let engine = Engine::open(cfg).await?;
+            let b = engine.bench_ingest(paths.clone()).await?;
+            if *json {
+                println!("{}", serde_json::to_string(&b)?);
+            } else {
+                let share = |s: f64| 100.0 * s / b.seconds.max(1e-9);
+                println!(
+                    "{} files ({} failed), {} pages, {} chunks, {:.2} MB in {:.2} s: {:.1} chunks/s, {:.3} MB/s",
+                    b.files, b.failed, b.pages, b.chunks, b.bytes as f64 / 1e6, b.seconds, b.chunks_per_s, b.mb_per_s
+                );
+                for (name, s) in [
+                    ("parse", b.stages.parse),
+                    ("chunk", b.stages.chunk),
+                    ("embed", b.stages.embed),
+                    ("index", b.stages.index),
+                ] {
+                    println!("  {name:<6} {s:>8.2} s  {:>5.1} %", share(s));
+                }
+                println!(
+                    "  other  {:>8.2} s  {:>5.1} %",
+                    b.seconds - b.stages.parse - b.stages.chunk - b.stages.embed - b.stages.index,
+                    share(
+                        b.seconds
+                            - b.stages.parse
+                            - b.stages.chunk
+                            - b.stages.embed
+                            - b.stages.index
+                    )
+                );
+                println!(
+                    "everything but embedding adds {:.1} % to the embedding time",
+                    100.0 * b.overhead
                 );
             }
         }
@@ -1071,6 +1182,73 @@ async fn main() -> Result<()> {
                     Arc::new(AtomicBool::new(false)),
                 )
                 .await?;
+        }
+        Command::Reembed { cancel, json } => {
+            // The engine opens with the library's own model; --embedder
+            // names the model to switch to.
+            let mut cfg = EngineConfig::from_env(cli.data_dir.clone())?;
+            if let Some(d) = &cli.device {
+                cfg.device = d.parse::<DevicePreference>()?;
+            }
+            cfg.embedder_explicit = false;
+            let engine = Engine::open(cfg)
+                .await
+                .context("could not open the library")?;
+            if *cancel {
+                if engine.cancel_embedder_switch().await? {
+                    println!("Gave up the embedding model switch; the library keeps its model.");
+                } else {
+                    println!("No embedding model switch is in progress.");
+                }
+                return Ok(());
+            }
+            let Some(target) = cli.embedder.clone() else {
+                anyhow::bail!(
+                    "name the embedding model to switch to with --embedder (a catalog id such as bge-small-en-v1.5, or a folder)"
+                );
+            };
+            let quiet = *json;
+            let report = engine
+                .switch_embedder(
+                    &target,
+                    Arc::new(move |e| {
+                        if quiet {
+                            return;
+                        }
+                        match e {
+                            lectern_engine::ReembedEvent::Started {
+                                embedder,
+                                dim,
+                                documents,
+                                pending,
+                            } => eprintln!(
+                                "switching to {embedder} ({dim} dimensions): {pending} of {documents} document(s) to embed"
+                            ),
+                            lectern_engine::ReembedEvent::Progress {
+                                documents_done,
+                                documents,
+                                chunks_embedded,
+                            } => eprintln!(
+                                "  {documents_done}/{documents} documents, {chunks_embedded} passages embedded"
+                            ),
+                            lectern_engine::ReembedEvent::Finished { .. } => {}
+                        }
+                    }),
+                    Arc::new(AtomicBool::new(false)),
+                )
+                .await?;
+            if *json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                println!(
+                    "The library now uses {} ({} dimensions): {} document(s), {} passages embedded in {:.1}s.",
+                    report.embedder,
+                    report.dim,
+                    report.documents,
+                    report.chunks_embedded,
+                    report.seconds
+                );
+            }
         }
         Command::Check { json } => {
             let engine = open(&cli).await?;

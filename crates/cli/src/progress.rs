@@ -3,7 +3,7 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use indicatif::{HumanDuration, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use lectern_engine::{IngestEvent, ProgressFn};
 
 pub struct IngestProgress {
@@ -23,7 +23,7 @@ impl IngestProgress {
         );
         bar.set_style(
             ProgressStyle::with_template(
-                "{spinner} [{elapsed_precise}] {bar:30} {pos}/{len} files  {msg}",
+                "{spinner} [{elapsed_precise}] {bar:30} {pos}/{len} files {prefix}  {msg}",
             )
             .unwrap_or_else(|_| ProgressStyle::default_bar()),
         );
@@ -70,6 +70,30 @@ impl IngestProgress {
                         bar.println(format!("{}: {w}", path.display()));
                     }
                     bar.inc(1);
+                }
+                IngestEvent::Stage { path, stage } => {
+                    bar.set_message(format!("{}: {}", name(&path), stage.verb()));
+                }
+                IngestEvent::OcrPage {
+                    path,
+                    page,
+                    done,
+                    total,
+                } => {
+                    bar.set_message(format!(
+                        "{}: OCR page {page} ({}/{total})",
+                        name(&path),
+                        done + 1
+                    ));
+                }
+                IngestEvent::Overall(p) => {
+                    let eta = p
+                        .eta_seconds
+                        .map(|s| {
+                            format!("about {} left", HumanDuration(Duration::from_secs_f64(s)))
+                        })
+                        .unwrap_or_default();
+                    bar.set_prefix(eta);
                 }
                 IngestEvent::FileUnchanged { .. } => bar.inc(1),
                 IngestEvent::FileFailed { path, error } => {

@@ -90,6 +90,9 @@ pub struct SourceRef {
     /// Cosine distance, if it appeared in the dense leg.
     #[serde(default)]
     pub dense_distance: Option<f32>,
+    /// The reranker's score, when a reranker ordered the passages.
+    #[serde(default)]
+    pub rerank_score: Option<f32>,
     /// Whether the answer cites it.
     pub cited: bool,
 }
@@ -191,12 +194,15 @@ pub struct TraceHit {
     pub bm25_rank: Option<usize>,
     /// 1-based rank in the dense leg.
     pub dense_rank: Option<usize>,
+    /// The reranker's score, when a reranker ordered the hits.
+    #[serde(default)]
+    pub rerank_score: Option<f32>,
 }
 
 /// Where the time of an answer went, in milliseconds.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct AskTimings {
-    /// Retrieval (query embedding, both legs, fusion).
+    /// Retrieval (query embedding, both legs, fusion, reranking).
     pub retrieve_ms: f64,
     /// Loading the language model (0 when it was already loaded).
     pub load_ms: f64,
@@ -566,6 +572,7 @@ impl Engine {
                     bm25_score: h.bm25_score,
                     dense_rank: h.dense_rank,
                     dense_distance: h.dense_distance,
+                    rerank_score: h.rerank_score,
                     cited: false,
                 })
                 .collect();
@@ -613,6 +620,7 @@ impl Engine {
                         score: h.score,
                         bm25_rank: h.bm25_rank,
                         dense_rank: h.dense_rank,
+                        rerank_score: h.rerank_score,
                     })
                     .collect(),
                 packed: used,

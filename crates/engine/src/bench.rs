@@ -2,7 +2,7 @@
 
 use std::time::Instant;
 
-use lectern_models::{Embedder, EmbedderConfig};
+use lectern_models::Embedder;
 use serde::Serialize;
 
 use crate::{EngineConfig, EngineError};
@@ -36,7 +36,7 @@ pub fn bench_embed(
 ) -> Result<EmbedBench, EngineError> {
     let status = crate::gpu_status(config.device)?;
     let device = lectern_models::candle_device(&status.selected)?;
-    let mut cfg = EmbedderConfig::new(&config.embedder_dir);
+    let mut cfg = config.embedder_config()?;
     cfg.max_tokens = max_tokens;
     cfg.batch_size = batch_size;
     let embedder = Embedder::load(cfg, &device)?;
@@ -218,5 +218,66 @@ mod tests {
         std::fs::write(&script, "echo broken; exit 3\n").unwrap();
         let err = peer_embed(&script, 3, 256, 32).unwrap_err().to_string();
         assert!(err.contains("failed"), "{err}");
+    }
+}
+
+/// Result of an ingest run into a fresh library, with the time per stage.
+#[derive(Debug, Clone, Serialize)]
+pub struct IngestBench {
+    /// Files indexed.
+    pub files: usize,
+    /// Files that failed.
+    pub failed: usize,
+    /// Pages read.
+    pub pages: u64,
+    /// Chunks written.
+    pub chunks: usize,
+    /// Bytes of the files indexed.
+    pub bytes: u64,
+    /// Wall time of the whole run (discovery to the last write).
+    pub seconds: f64,
+    /// Seconds per stage, summed over files.
+    pub stages: crate::StageTimes,
+    /// Everything but embedding, as a share of the embedding time:
+    /// `(seconds − embed) / embed`.
+    pub overhead: f64,
+    /// Chunks per second over the whole run.
+    pub chunks_per_s: f64,
+    /// Megabytes (10⁶ bytes) of files per second over the whole run.
+    pub mb_per_s: f64,
+}
+
+impl crate::Engine {
+    /// Ingests `paths` into this engine's library (which should be empty,
+    /// or every file is "unchanged") and reports where the time went.
+    pub async fn bench_ingest(
+        &self,
+        paths: Vec<std::path::PathBuf>,
+    ) -> Result<IngestBench, EngineError> {
+        let report = self
+            .ingest(
+                paths,
+                std::sync::Arc::new(|_| {}),
+                std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false)),
+            )
+            .await?;
+        let embed = report.stages.embed;
+        let seconds = report.seconds;
+        Ok(IngestBench {
+            files: report.indexed,
+            failed: report.failed.len(),
+            pages: report.pages,
+            chunks: report.chunks,
+            bytes: report.bytes,
+            seconds,
+            stages: report.stages,
+            overhead: if embed > 0.0 {
+                (seconds - embed) / embed
+            } else {
+                f64::NAN
+            },
+            chunks_per_s: report.chunks as f64 / seconds.max(1e-9),
+            mb_per_s: report.bytes as f64 / 1e6 / seconds.max(1e-9),
+        })
     }
 }

@@ -119,6 +119,8 @@ pub fn bench_llm(config: &EngineConfig, opts: &LlmBenchOptions) -> Result<LlmBen
             "--prompt-tokens and --gen-tokens must both be at least 1".into(),
         ));
     }
+    // Before any CPU kernel runs: quantized products on Lectern's threads.
+    lectern_models::Qwen3::prefer_own_cpu_threads();
     let status = crate::gpu_status(config.device)?;
     let device = lectern_models::candle_device(&status.selected)?;
     let context = opts.prompt_tokens + opts.gen_tokens + 8;

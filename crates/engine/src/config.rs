@@ -1,7 +1,9 @@
 use std::path::PathBuf;
 
 use lectern_gpu::DevicePreference;
+use lectern_hub::{Catalog, ModelKind};
 use lectern_ingest::ChunkConfig;
+use lectern_models::EmbedderConfig;
 use serde::{Deserialize, Serialize};
 
 use crate::EngineError;
@@ -13,8 +15,16 @@ pub struct EngineConfig {
     pub data_dir: PathBuf,
     /// Where models are kept.
     pub models_dir: PathBuf,
-    /// The embedding model's folder.
+    /// The embedding model's folder. When its folder name is a catalog
+    /// embedder's (see [`EngineConfig::embedder_config`]), the catalog's
+    /// parameters say how to run it.
     pub embedder_dir: PathBuf,
+    /// Whether the embedder was chosen explicitly (`LECTERN_EMBEDDER`,
+    /// `--embedder`). When it was not, opening a library that records
+    /// another model whose folder is installed uses that model, so a
+    /// library switched to another embedder keeps opening with it.
+    #[serde(default)]
+    pub embedder_explicit: bool,
     /// The default language model (folder or .gguf), if any.
     pub llm_path: Option<PathBuf>,
     /// Chunk size and overlap.
@@ -26,6 +36,61 @@ pub struct EngineConfig {
     /// Ingestion writes finished documents to the stores once this many
     /// chunks are waiting (or after two seconds): fewer, larger commits.
     pub write_batch_chunks: usize,
+    /// The cross-encoder reranker's folder; `None` searches without the
+    /// rerank stage.
+    #[serde(default)]
+    pub reranker: Option<PathBuf>,
+    /// How many top candidates the reranker re-scores.
+    #[serde(default = "default_rerank_depth")]
+    pub rerank_depth: usize,
+}
+
+fn default_rerank_depth() -> usize {
+    crate::rerank::DEFAULT_RERANK_DEPTH
+}
+
+/// The catalog id of the embedder used when none is configured.
+pub const DEFAULT_EMBEDDER: &str = "all-MiniLM-L6-v2";
+
+/// Where the embedder named by `value` lives: a catalog embedder's id names
+/// its folder under `models_dir`; anything else is a folder path.
+pub fn resolve_embedder(models_dir: &std::path::Path, value: &str) -> PathBuf {
+    let catalog = Catalog::builtin();
+    match catalog
+        .models
+        .iter()
+        .find(|m| m.kind == ModelKind::Embedder && m.id == value)
+    {
+        Some(entry) => entry.local_dir(models_dir),
+        None => PathBuf::from(value),
+    }
+}
+
+/// The catalog embedder whose folder name is `dir`'s (its `local_path`, or
+/// its id), if any.
+fn catalog_embedder(dir: &std::path::Path) -> Option<lectern_hub::CatalogEntry> {
+    let name = dir.file_name()?.to_str()?;
+    Catalog::builtin()
+        .models
+        .into_iter()
+        .find(|m| m.kind == ModelKind::Embedder && m.local_path.as_deref().unwrap_or(&m.id) == name)
+}
+
+/// How to run the embedder in `dir`: with the parameters of the catalog
+/// entry of the same folder name (pooling, prefixes or query instruction,
+/// token limit, normalisation), or, for a folder no catalog entry
+/// describes, from the sentence-transformers files beside the model.
+pub fn embedder_config_for(dir: &std::path::Path) -> Result<EmbedderConfig, EngineError> {
+    match catalog_embedder(dir) {
+        Some(entry) => Ok(EmbedderConfig::from_catalog_params(dir, &entry.params)?),
+        None => Ok(EmbedderConfig::from_folder(dir)),
+    }
+}
+
+/// The name a library records for the embedder in `dir`: its folder name
+/// (a catalog id for catalog models).
+pub fn embedder_name(dir: &std::path::Path) -> Option<String> {
+    dir.file_name().map(|n| n.to_string_lossy().into_owned())
 }
 
 /// Default for [`EngineConfig::write_batch_chunks`].
@@ -38,11 +103,53 @@ fn env_path(name: &str) -> Option<PathBuf> {
 }
 
 impl EngineConfig {
+    /// How to run the configured embedder (see [`embedder_config_for`]).
+    pub fn embedder_config(&self) -> Result<EmbedderConfig, EngineError> {
+        embedder_config_for(&self.embedder_dir)
+    }
+
+    /// Chooses the embedder by catalog id or folder path.
+    pub fn set_embedder(&mut self, id_or_path: &str) {
+        self.embedder_dir = resolve_embedder(&self.models_dir, id_or_path);
+        self.embedder_explicit = true;
+    }
+
+    /// Unless the embedder was chosen explicitly, uses the model the
+    /// library in [`EngineConfig::data_dir`] records, when it is installed.
+    pub fn follow_library_embedder(&mut self) {
+        if self.embedder_explicit {
+            return;
+        }
+        let path = self.data_dir.join("library").join("manifest.json");
+        let Ok(manifest) = lectern_index::Manifest::load(&path) else {
+            return;
+        };
+        let Some(name) = manifest.embedder else {
+            return;
+        };
+        if embedder_name(&self.embedder_dir).as_deref() == Some(name.as_str()) {
+            return;
+        }
+        let installed = [
+            resolve_embedder(&self.models_dir, &name),
+            self.models_dir.join(&name),
+        ]
+        .into_iter()
+        .find(|d| d.join("tokenizer.json").is_file());
+        if let Some(dir) = installed {
+            tracing::info!(embedder = %name, dir = %dir.display(), "using the library's embedding model");
+            self.embedder_dir = dir;
+        }
+    }
+
     /// The default configuration, with overrides from the environment:
     /// `LECTERN_DATA_DIR` (the platform data dir otherwise),
     /// `LECTERN_MODELS_DIR` (the platform cache dir's `lectern/models`
-    /// otherwise), `LECTERN_EMBEDDER`, `LECTERN_LLM`, `LECTERN_DEVICE` and
-    /// `LECTERN_WRITE_BATCH_CHUNKS`.
+    /// otherwise), `LECTERN_EMBEDDER` (a catalog embedder id or a folder),
+    /// `LECTERN_LLM`, `LECTERN_DEVICE`,
+    /// `LECTERN_WRITE_BATCH_CHUNKS`, `LECTERN_RERANKER` (a catalog id, a
+    /// folder or `none`; the first installed catalog reranker otherwise) and
+    /// `LECTERN_RERANK_DEPTH`.
     /// An explicit `data_dir` wins over the environment.
     pub fn from_env(data_dir: Option<PathBuf>) -> Result<Self, EngineError> {
         let dirs = directories::ProjectDirs::from("app", "lectern", "Lectern");
@@ -59,8 +166,10 @@ impl EngineConfig {
                 directories::BaseDirs::new().map(|b| b.cache_dir().join("lectern").join("models"))
             })
             .unwrap_or_else(|| data_dir.join("models"));
-        let embedder_dir =
-            env_path("LECTERN_EMBEDDER").unwrap_or_else(|| models_dir.join("all-MiniLM-L6-v2"));
+        let (embedder_dir, embedder_explicit) = match std::env::var("LECTERN_EMBEDDER") {
+            Ok(v) if !v.is_empty() => (resolve_embedder(&models_dir, &v), true),
+            _ => (models_dir.join(DEFAULT_EMBEDDER), false),
+        };
         let llm_path = env_path("LECTERN_LLM");
         let device = DevicePreference::from_env()?;
         let write_batch_chunks = match std::env::var("LECTERN_WRITE_BATCH_CHUNKS") {
@@ -73,15 +182,71 @@ impl EngineConfig {
             }
             _ => DEFAULT_WRITE_BATCH_CHUNKS,
         };
+        let reranker = crate::rerank::reranker_from_env(&models_dir)?;
+        let rerank_depth = match std::env::var(crate::rerank::RERANK_DEPTH_ENV_VAR) {
+            Ok(v) if !v.is_empty() => {
+                v.parse::<usize>().ok().filter(|n| *n > 0).ok_or_else(|| {
+                    EngineError::InvalidInput(format!(
+                        "{} must be a positive number, not {v:?}",
+                        crate::rerank::RERANK_DEPTH_ENV_VAR
+                    ))
+                })?
+            }
+            _ => crate::rerank::DEFAULT_RERANK_DEPTH,
+        };
         Ok(Self {
             data_dir,
             models_dir,
             embedder_dir,
+            embedder_explicit,
             llm_path,
             chunking: ChunkConfig::default(),
             device,
             max_context: 32_768,
             write_batch_chunks,
+            reranker,
+            rerank_depth,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use lectern_models::{EmbedderArchitecture, Pooling};
+
+    #[test]
+    fn catalog_ids_name_folders_and_their_params_configure_the_embedder() {
+        let models = std::path::Path::new("/models");
+        let bge = resolve_embedder(models, "bge-small-en-v1.5");
+        assert_eq!(bge, models.join("bge-small-en-v1.5"));
+        let cfg = embedder_config_for(&bge).unwrap();
+        assert_eq!(cfg.pooling, Some(Pooling::Cls));
+        assert_eq!(cfg.max_tokens, 512);
+        assert_eq!(
+            cfg.query_prefix,
+            "Represent this sentence for searching relevant passages: "
+        );
+        assert!(cfg.passage_prefix.is_empty());
+
+        let minilm = embedder_config_for(&resolve_embedder(models, DEFAULT_EMBEDDER)).unwrap();
+        assert_eq!(minilm.pooling, Some(Pooling::Mean));
+        assert_eq!(minilm.max_tokens, 256);
+        assert!(minilm.query_prefix.is_empty());
+
+        let qwen = embedder_config_for(&resolve_embedder(models, "qwen3-embedding-0.6b")).unwrap();
+        assert_eq!(qwen.architecture, EmbedderArchitecture::Qwen3);
+        assert_eq!(qwen.pooling, Some(Pooling::Last));
+        assert!(qwen.normalize);
+        assert!(qwen.query_prefix.starts_with("Instruct: "));
+        assert!(qwen.query_prefix.ends_with("\nQuery:"));
+        assert!(qwen.passage_prefix.is_empty());
+
+        // Anything else is a folder, configured from its own files.
+        let other = resolve_embedder(models, "/elsewhere/my-model");
+        assert_eq!(other, std::path::PathBuf::from("/elsewhere/my-model"));
+        let cfg = embedder_config_for(&other).unwrap();
+        assert_eq!(cfg.architecture, EmbedderArchitecture::Bert);
+        assert_eq!(cfg.pooling, None);
     }
 }

@@ -113,6 +113,10 @@ pub struct Message {
     /// The quote check of each cited sentence of an answer.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub checks: Vec<crate::CitationCheck>,
+    /// The model's reasoning before an answer (its `<think>` block), when
+    /// it was asked to think first.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub thinking: String,
     /// Seconds since the Unix epoch.
     pub created_at: u64,
 }
@@ -126,6 +130,7 @@ impl Message {
             sources: Vec::new(),
             stopped: false,
             checks: Vec::new(),
+            thinking: String::new(),
             created_at: now_secs(),
         }
     }
@@ -138,6 +143,7 @@ impl Message {
             sources,
             stopped,
             checks: Vec::new(),
+            thinking: String::new(),
             created_at: now_secs(),
         }
     }
@@ -147,6 +153,12 @@ impl Message {
     /// The answer with the quote check of its citations.
     pub fn with_checks(mut self, checks: Vec<crate::CitationCheck>) -> Self {
         self.checks = checks;
+        self
+    }
+
+    /// The same message with the reasoning that preceded it.
+    pub fn with_thinking(mut self, thinking: impl Into<String>) -> Self {
+        self.thinking = thinking.into();
         self
     }
 }
@@ -411,8 +423,29 @@ mod tests {
             bm25_score: Some(4.5),
             dense_rank: None,
             dense_distance: None,
+            rerank_score: None,
             cited: true,
         }
+    }
+
+    #[test]
+    fn thinking_is_stored_with_its_answer_and_old_files_read_without_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = ConversationStore::new(dir.path());
+        let c = store.create("Why?").unwrap();
+        store.append(&c.id, Message::user("Why?")).unwrap();
+        store
+            .append(
+                &c.id,
+                Message::assistant("Because [1].", Vec::new(), false).with_thinking("Let me see."),
+            )
+            .unwrap();
+        let back = ConversationStore::new(dir.path()).get(&c.id).unwrap();
+        assert_eq!(back.messages[1].thinking, "Let me see.");
+        assert_eq!(back.messages[0].thinking, "");
+        // A question has no reasoning, and none is written for it.
+        let raw = std::fs::read_to_string(dir.path().join(format!("{}.json", c.id))).unwrap();
+        assert_eq!(raw.matches("\"thinking\"").count(), 1, "{raw}");
     }
 
     #[test]

@@ -35,7 +35,7 @@ use lectern_gpu::{
     RecoveryError, RecoveryPolicy, Reservation, Sample, Sampler, SamplerConfig, Target,
     TelemetryBackend, WeightFormat, WorkError,
 };
-use lectern_models::{Embedder, EmbedderConfig, Llm, ModelError, Qwen3Config};
+use lectern_models::{Embedder, Llm, ModelError, Qwen3Config};
 
 use crate::{Engine, EngineError};
 
@@ -194,13 +194,13 @@ impl GpuSide {
             .cpu_embedder
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
-        if let Some(embedder) = slot.as_ref() {
+        // A copy of another model (from before an embedding model switch)
+        // is replaced.
+        if let Some(embedder) = slot.as_ref().filter(|e| e.dir() == primary.dir()) {
             return Ok(embedder.clone());
         }
         tracing::info!(dir = %primary.dir().display(), "loading a CPU copy of the embedder");
-        let mut config = EmbedderConfig::new(primary.dir());
-        config.pooling = Some(primary.pooling());
-        config.batch_size = primary.batch_size();
+        let config = primary.config().clone();
         let cpu = lectern_models::candle_device(&DeviceKind::Cpu)?;
         let embedder = Arc::new(Embedder::load(config, &cpu)?);
         *slot = Some(embedder.clone());
@@ -397,6 +397,33 @@ impl GpuSide {
             .unwrap_or_else(PoisonError::into_inner)
             .as_ref()
             .map(Reservation::begin_use)
+    }
+}
+
+impl GpuSide {
+    /// Asks the manager to place a small model (embedder, reranker) of
+    /// `bytes`. Returns the device to load it on, with the reservation
+    /// when that is the GPU; off CUDA the engine's device is used as is,
+    /// and a model the manager sends to the CPU is logged.
+    pub(crate) fn admit_small(
+        &self,
+        name: &str,
+        bytes: u64,
+        unloader: impl Fn() + Send + Sync + 'static,
+    ) -> Result<(DeviceKind, Option<Reservation>), EngineError> {
+        if !matches!(self.device(), DeviceKind::Cuda(_)) {
+            return Ok((self.device(), None));
+        }
+        match self
+            .manager
+            .admit(ModelRequest::new(name, ModelKind::Small, bytes), unloader)?
+        {
+            Admission::Gpu(reservation) => Ok((reservation.device(), Some(reservation))),
+            Admission::Cpu { reason } => {
+                tracing::warn!(model = name, %reason, "model runs on the CPU");
+                Ok((DeviceKind::Cpu, None))
+            }
+        }
     }
 }
 
@@ -628,6 +655,7 @@ impl Engine {
 mod tests {
     use super::*;
     use lectern_gpu::{Capabilities, ManualClock, SimulatedGpu};
+    use lectern_models::EmbedderConfig;
 
     fn models_dir() -> std::path::PathBuf {
         std::env::var_os("LECTERN_MODELS_DIR")

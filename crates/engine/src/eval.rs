@@ -172,6 +172,8 @@ pub struct EvalReport {
     pub mrr_at_10: f64,
     /// Seconds spent searching.
     pub search_seconds: f64,
+    /// The reranker that re-scored the candidates, if one ran.
+    pub reranker: Option<String>,
 }
 
 const BEIR_SCHEME: &str = "beir:";
@@ -328,6 +330,7 @@ impl Engine {
         qrels: &Qrels,
         mode: SearchMode,
     ) -> Result<EvalReport, EngineError> {
+        let reranker = self.active_reranker().await?;
         let started = Instant::now();
         let mut n = 0usize;
         let (mut ndcg, mut recall, mut mrr) = (0.0, 0.0, 0.0);
@@ -356,6 +359,7 @@ impl Engine {
             recall_at_100: recall / n_f,
             mrr_at_10: mrr / n_f,
             search_seconds: started.elapsed().as_secs_f64(),
+            reranker,
         })
     }
 }

@@ -44,6 +44,13 @@ impl Conversation {
                     let _ = writeln!(out, "*Asked {}*\n", when(message.created_at));
                 }
                 MessageRole::Assistant => {
+                    let thinking = message.thinking.trim();
+                    if !thinking.is_empty() {
+                        let _ = writeln!(
+                            out,
+                            "<details><summary>Thinking</summary>\n\n{thinking}\n\n</details>\n"
+                        );
+                    }
                     let text = message.text.trim();
                     if text.is_empty() {
                         out.push_str("*No answer: nothing in the library matched.*\n\n");
@@ -175,6 +182,7 @@ mod tests {
             bm25_score: Some(3.0),
             dense_rank: None,
             dense_distance: None,
+            rerank_score: None,
             cited,
         }
     }
@@ -198,7 +206,8 @@ mod tests {
                     false,
                 ),
                 Message::user("And on Everest?"),
-                Message::assistant("It boils at about 70 °C", vec![source(1, false, "x")], true),
+                Message::assistant("It boils at about 70 °C", vec![source(1, false, "x")], true)
+                    .with_thinking("Air pressure is lower up there."),
             ],
         }
     }
@@ -222,6 +231,12 @@ mod tests {
         let q1 = md.find("## When does water boil?").unwrap();
         let q2 = md.find("## And on Everest?").unwrap();
         assert!(q1 < q2);
+        // Reasoning comes folded, before its answer, and only where there was some.
+        let thought = md
+            .find("<details><summary>Thinking</summary>\n\nAir pressure is lower up there.\n\n</details>")
+            .expect("the second answer's thinking");
+        assert!(q2 < thought && thought < md.find("It boils at about 70 °C").unwrap());
+        assert_eq!(md.matches("<details>").count(), 1);
     }
 
     #[test]

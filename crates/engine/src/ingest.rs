@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use lectern_index::{ChunkRecord, DocumentEntry};
-use lectern_ingest::{Chunk, ParsedDocument};
+use lectern_ingest::{Chunk, ParseProgress, ParsedDocument};
 use serde::Serialize;
 
 use crate::now_secs;
@@ -63,6 +63,97 @@ pub enum IngestEvent {
         /// Why.
         error: String,
     },
+    /// The current file entered a stage of the pipeline.
+    Stage {
+        /// The file.
+        path: PathBuf,
+        /// The stage it entered.
+        stage: IngestStage,
+    },
+    /// A scanned page of the current file is being read by OCR.
+    OcrPage {
+        /// The file.
+        path: PathBuf,
+        /// The page's 1-based number.
+        page: usize,
+        /// Scanned pages of the file finished before this one.
+        done: usize,
+        /// Scanned pages in the file.
+        total: usize,
+    },
+    /// The whole run's progress, sent after each file.
+    Overall(OverallProgress),
+}
+
+/// A stage of the ingest pipeline.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum IngestStage {
+    /// Reading the file and extracting its text (OCR included).
+    Parse,
+    /// Splitting the text into passages.
+    Chunk,
+    /// Computing embeddings for passages with new text.
+    Embed,
+    /// Writing to the vector table and the full-text index.
+    Index,
+}
+
+impl IngestStage {
+    /// A lowercase word for progress displays: "parsing", "chunking", …
+    pub fn verb(self) -> &'static str {
+        match self {
+            IngestStage::Parse => "parsing",
+            IngestStage::Chunk => "chunking",
+            IngestStage::Embed => "embedding",
+            IngestStage::Index => "indexing",
+        }
+    }
+}
+
+/// How far a whole ingest run has come.
+#[derive(Debug, Clone, Serialize)]
+pub struct OverallProgress {
+    /// Files finished (indexed, unchanged or failed).
+    pub files_done: usize,
+    /// Files in the run.
+    pub files_total: usize,
+    /// Bytes of the finished files.
+    pub bytes_done: u64,
+    /// Bytes of all files in the run.
+    pub bytes_total: u64,
+    /// Chunks prepared so far.
+    pub chunks: usize,
+    /// Seconds since the run started.
+    pub elapsed_seconds: f64,
+    /// Estimated seconds left, from the bytes done so far; `None` until
+    /// there is something to estimate from.
+    pub eta_seconds: Option<f64>,
+}
+
+/// Seconds spent in each stage of an ingest run, summed over its files.
+#[derive(Debug, Clone, Copy, Default, Serialize)]
+pub struct StageTimes {
+    /// Hashing files to find unchanged ones.
+    pub hash: f64,
+    /// Reading and extracting text (OCR included).
+    pub parse: f64,
+    /// Splitting into passages.
+    pub chunk: f64,
+    /// Looking up stored embeddings and computing new ones.
+    pub embed: f64,
+    /// Writing to the stores.
+    pub index: f64,
+}
+
+impl StageTimes {
+    fn add(&mut self, other: &StageTimes) {
+        self.hash += other.hash;
+        self.parse += other.parse;
+        self.chunk += other.chunk;
+        self.embed += other.embed;
+        self.index += other.index;
+    }
 }
 
 /// Receives progress events.
@@ -88,6 +179,12 @@ pub struct IngestReport {
     pub reused: usize,
     /// Wall time in seconds.
     pub seconds: f64,
+    /// Where the time went.
+    pub stages: StageTimes,
+    /// Pages read from the files that were indexed.
+    pub pages: u64,
+    /// Bytes of the files that were indexed.
+    pub bytes: u64,
 }
 
 /// The stored form of a chunk of document `doc_id`.
@@ -129,6 +226,16 @@ fn page_count(doc: &ParsedDocument) -> u32 {
     doc.pages.len() as u32
 }
 
+/// Seconds left at the rate the finished files' bytes went through; `None`
+/// before anything finished or when nothing is left.
+fn eta(p: &OverallProgress) -> Option<f64> {
+    if p.bytes_done == 0 || p.elapsed_seconds <= 0.0 || p.files_done >= p.files_total {
+        return None;
+    }
+    let left = p.bytes_total.saturating_sub(p.bytes_done) as f64;
+    Some(left * p.elapsed_seconds / p.bytes_done as f64)
+}
+
 /// blake3 of a file's bytes, in lowercase hex (the same hash the parser
 /// records), read in a streaming way.
 fn hash_file(path: &Path) -> std::io::Result<String> {
@@ -164,6 +271,7 @@ impl PendingBatch {
 
 /// A document ready to be written, with its indexing counts.
 struct Prepared {
+    times: StageTimes,
     entry: DocumentEntry,
     records: Vec<ChunkRecord>,
     event: IngestEvent,
@@ -183,6 +291,9 @@ impl Engine {
         progress: ProgressFn,
         cancel: Arc<AtomicBool>,
     ) -> Result<IngestReport, EngineError> {
+        // An embedding model switch waits for this run to end before it
+        // changes the library's model (see `Engine::switch_embedder`).
+        let _switch = self.switch_gate.read().await;
         let started = Instant::now();
         let discovery = tokio::task::spawn_blocking(move || lectern_ingest::discover(&paths))
             .await
@@ -195,6 +306,20 @@ impl Engine {
             skipped: discovery.skipped.clone(),
             ..Default::default()
         };
+        let sizes: Vec<u64> = discovery
+            .files
+            .iter()
+            .map(|p| std::fs::metadata(p).map(|m| m.len()).unwrap_or(0))
+            .collect();
+        let mut overall = OverallProgress {
+            files_done: 0,
+            files_total: discovery.files.len(),
+            bytes_done: 0,
+            bytes_total: sizes.iter().sum(),
+            chunks: 0,
+            elapsed_seconds: 0.0,
+            eta_seconds: None,
+        };
         let mut batch = PendingBatch::default();
         for (index, path) in discovery.files.iter().enumerate() {
             if cancel.load(Ordering::Relaxed) {
@@ -205,10 +330,17 @@ impl Engine {
                 index,
                 path: path.clone(),
             });
-            match self.prepare_file(path, &progress, &batch.vectors).await {
+            match self
+                .prepare_file(path, &progress, &batch.vectors, &mut report.stages)
+                .await
+            {
                 Ok(Some(p)) => {
                     report.embedded += p.embedded;
                     report.reused += p.reused;
+                    report.stages.add(&p.times);
+                    report.pages += u64::from(p.entry.pages);
+                    report.bytes += p.entry.bytes;
+                    overall.chunks += p.records.len();
                     for r in &p.records {
                         batch
                             .vectors
@@ -233,6 +365,11 @@ impl Engine {
                     report.failed.push((path.clone(), e.to_string()));
                 }
             }
+            overall.files_done += 1;
+            overall.bytes_done += sizes[index];
+            overall.elapsed_seconds = started.elapsed().as_secs_f64();
+            overall.eta_seconds = eta(&overall);
+            progress(IngestEvent::Overall(overall.clone()));
             if batch.is_due(self.config().write_batch_chunks) {
                 self.flush(&mut batch, &progress, &mut report).await?;
             }
@@ -256,7 +393,17 @@ impl Engine {
         }
         let files = done.docs.len();
         let chunks = done.chunks;
+        for e in &done.events {
+            if let IngestEvent::FileIndexed { path, .. } = e {
+                progress(IngestEvent::Stage {
+                    path: path.clone(),
+                    stage: IngestStage::Index,
+                });
+            }
+        }
+        let started = Instant::now();
         self.library.put_documents(done.docs).await?;
+        report.stages.index += started.elapsed().as_secs_f64();
         report.indexed += files;
         report.chunks += chunks;
         for e in done.events {
@@ -272,23 +419,51 @@ impl Engine {
         path: &Path,
         progress: &ProgressFn,
         pending: &HashMap<String, Vec<f32>>,
+        times: &mut StageTimes,
     ) -> Result<Option<Prepared>, EngineError> {
         let canonical = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
         let key = canonical.to_string_lossy().into_owned();
         let doc_id = doc_id_for(&key);
         if let Some(existing) = self.library.document(&doc_id).await {
+            let started = Instant::now();
             let p = canonical.clone();
             let hash = tokio::task::spawn_blocking(move || hash_file(&p))
                 .await
                 .map_err(EngineError::join)?;
+            times.hash += started.elapsed().as_secs_f64();
             if hash.ok().as_deref() == Some(existing.content_hash.as_str()) {
                 return Ok(None);
             }
         }
+        progress(IngestEvent::Stage {
+            path: path.to_path_buf(),
+            stage: IngestStage::Parse,
+        });
+        let started = Instant::now();
         let p = canonical.clone();
-        let doc = tokio::task::spawn_blocking(move || lectern_ingest::parse_file(&p))
-            .await
-            .map_err(EngineError::join)??;
+        let shown = path.to_path_buf();
+        let observer = progress.clone();
+        let parsed = tokio::task::spawn_blocking(move || {
+            let observe = |step: ParseProgress| match step {
+                ParseProgress::OcrPage { page, done, total } => observer(IngestEvent::OcrPage {
+                    path: shown.clone(),
+                    page,
+                    done,
+                    total,
+                }),
+            };
+            lectern_ingest::parse_file_observed(
+                &p,
+                &lectern_ingest::ParseOptions::default(),
+                &observe,
+            )
+        })
+        .await
+        .map_err(EngineError::join);
+        times.parse += started.elapsed().as_secs_f64();
+        let mut doc = parsed??;
+        // Progress speaks of the file as it was given, like `FileStarted`.
+        doc.path = path.to_path_buf();
         self.prepare_parsed(doc_id, key, doc, progress, pending)
             .await
             .map(Some)
@@ -304,12 +479,24 @@ impl Engine {
         progress: &ProgressFn,
         pending: &HashMap<String, Vec<f32>>,
     ) -> Result<Prepared, EngineError> {
+        let mut times = StageTimes::default();
+        progress(IngestEvent::Stage {
+            path: doc.path.clone(),
+            stage: IngestStage::Chunk,
+        });
+        let started = Instant::now();
         let chunker = self.chunker.clone();
         let doc = Arc::new(doc);
         let d = doc.clone();
         let chunks: Vec<Chunk> = tokio::task::spawn_blocking(move || chunker.chunk(&d))
             .await
             .map_err(EngineError::join)?;
+        times.chunk = started.elapsed().as_secs_f64();
+        progress(IngestEvent::Stage {
+            path: doc.path.clone(),
+            stage: IngestStage::Embed,
+        });
+        let started = Instant::now();
         let title = doc.title.clone().unwrap_or_else(|| {
             doc.path
                 .file_stem()
@@ -347,6 +534,7 @@ impl Engine {
                 total,
             });
         }
+        times.embed = started.elapsed().as_secs_f64();
         let format = doc.format.to_string();
         let mut records = Vec::with_capacity(total);
         for (i, c) in chunks.into_iter().enumerate() {
@@ -377,6 +565,7 @@ impl Engine {
             warnings: doc.warnings.clone(),
         };
         Ok(Prepared {
+            times,
             entry,
             records,
             event,

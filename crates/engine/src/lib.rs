@@ -24,19 +24,24 @@ pub mod eval;
 mod export;
 mod ingest;
 pub mod quote_check;
+mod reembed;
+mod rerank;
 mod watch;
+mod watched;
 
 pub use ask::{
     Answer, AskEvent, AskRequest, AskTimings, Citation, RetrievalTrace, SourceRef, TraceHit,
 };
-pub use config::EngineConfig;
+pub use config::{
+    embedder_config_for, embedder_name, resolve_embedder, EngineConfig, DEFAULT_EMBEDDER,
+};
 pub use conversations::{
     Conversation, ConversationError, ConversationStore, ConversationSummary, Message, MessageRole,
 };
 pub use device::{gpu_report, llm_budget, llm_candidates, recommend_llm, IDLE_UNLOAD_ENV_VAR};
 pub use doctor::{doctor, DataDirCheck, DoctorReport, LibraryCheck, ModelCheck, DOCTOR_CONTEXT};
 pub use error::EngineError;
-pub use ingest::{IngestEvent, IngestReport, ProgressFn};
+pub use ingest::{IngestEvent, IngestReport, IngestStage, OverallProgress, ProgressFn, StageTimes};
 /// GPU devices, telemetry, memory management and model recommendation.
 pub use lectern_gpu as gpu;
 pub use lectern_gpu::{DevicePreference, GpuEvent, GpuSnapshot, GpuStatus, RecoveryStep, Sample};
@@ -48,8 +53,23 @@ pub use lectern_index::{
 };
 pub use lectern_ingest::ChunkConfig;
 pub use lectern_models::GenerationParams;
+
+/// Prepares this process for CPU language models: quantized products run
+/// on Lectern's own threads instead of candle's pool, which stalls when a
+/// busy desktop leaves a pool thread without a core. Call it first thing in
+/// `main`, before any other thread starts; returns whether it took effect
+/// (`CANDLE_NUM_THREADS` set by the user wins).
+pub fn prefer_own_cpu_threads() -> bool {
+    lectern_models::Qwen3::prefer_own_cpu_threads()
+}
 pub use quote_check::{CitationCheck, Support};
+pub use reembed::{ReembedEvent, ReembedProgressFn, ReembedReport};
+pub use rerank::{
+    reranker_from_env, resolve_reranker, RerankMode, DEFAULT_RERANK_DEPTH, RERANKER_ENV_VAR,
+    RERANK_DEPTH_ENV_VAR,
+};
 pub use watch::{WatchEvent, WatchFn};
+pub use watched::{WatchedFolders, WATCHED_FOLDERS_FILE};
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -57,7 +77,7 @@ use std::sync::{Arc, Mutex};
 use lectern_gpu::DeviceKind;
 use lectern_index::Library;
 use lectern_ingest::Chunker;
-use lectern_models::{Embedder, EmbedderConfig, Llm};
+use lectern_models::{Embedder, Llm};
 
 /// A search request.
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
@@ -80,14 +100,23 @@ fn default_top_k() -> usize {
 pub struct Engine {
     config: EngineConfig,
     library: Library,
-    embedder: Arc<Embedder>,
-    chunker: Arc<Chunker>,
+    /// The embedder and chunker in use; both change together when the
+    /// library switches embedding model.
+    embedder: reembed::Current<Embedder>,
+    chunker: reembed::Current<Chunker>,
+    /// The name the library records for the embedder in use.
+    embedder_id: std::sync::RwLock<Option<String>>,
+    /// Held shared by ingest and exclusively while an embedding model
+    /// switch changes the library's model.
+    switch_gate: tokio::sync::RwLock<()>,
     device: DeviceKind,
     gpu: GpuStatus,
     gpu_side: Arc<device::GpuSide>,
     llm: Arc<Mutex<Option<Llm>>>,
     /// How hybrid search fuses its legs.
     fusion: std::sync::RwLock<Fusion>,
+    /// The rerank stage.
+    reranker: Arc<rerank::RerankSide>,
 }
 
 impl std::fmt::Debug for Engine {
@@ -111,12 +140,13 @@ pub fn gpu_status(pref: DevicePreference) -> Result<GpuStatus, EngineError> {
 
 impl Engine {
     /// Opens the library in `config.data_dir` and loads the embedder.
-    pub async fn open(config: EngineConfig) -> Result<Self, EngineError> {
+    pub async fn open(mut config: EngineConfig) -> Result<Self, EngineError> {
+        config.follow_library_embedder();
         let gpu_side = device::GpuSide::open(config.device)?;
         let gpu = gpu_side.status().clone();
         let device = gpu.selected;
         tracing::info!(device = %device, reason = %gpu.reason, "compute device");
-        let emb_cfg = EmbedderConfig::new(&config.embedder_dir);
+        let emb_cfg = config.embedder_config()?;
         let chunk_cfg = config.chunking.clone();
         let dev = device;
         let (embedder, chunker) = tokio::task::spawn_blocking(move || {
@@ -128,10 +158,7 @@ impl Engine {
         })
         .await
         .map_err(EngineError::join)??;
-        let embedder_id = config
-            .embedder_dir
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned());
+        let embedder_id = config::embedder_name(&config.embedder_dir);
         let library = Library::open_for(
             &config.data_dir.join("library"),
             embedder.dim(),
@@ -139,15 +166,21 @@ impl Engine {
         )
         .await?;
         Ok(Self {
-            config,
             library,
-            embedder: Arc::new(embedder),
-            chunker: Arc::new(chunker),
+            embedder: reembed::Current::new(embedder),
+            chunker: reembed::Current::new(chunker),
+            embedder_id: std::sync::RwLock::new(embedder_id),
+            switch_gate: tokio::sync::RwLock::new(()),
             device,
             gpu,
             gpu_side: Arc::new(gpu_side),
             llm: Arc::new(Mutex::new(None)),
             fusion: std::sync::RwLock::new(Fusion::default()),
+            reranker: Arc::new(rerank::RerankSide::new(
+                config.reranker.clone(),
+                config.rerank_depth,
+            )),
+            config,
         })
     }
 
@@ -226,10 +259,18 @@ impl Engine {
     async fn embed_query(&self, query: &str) -> Result<Vec<f32>, EngineError> {
         let embedder = self.embedder.clone();
         let q = query.to_string();
-        tokio::task::spawn_blocking(move || embedder.embed_query(&q))
+        let v = tokio::task::spawn_blocking(move || embedder.embed_query(&q))
             .await
-            .map_err(EngineError::join)?
-            .map_err(EngineError::from)
+            .map_err(EngineError::join)??;
+        let id = self
+            .embedder_id
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        self.library
+            .check_query_embedder(id.as_deref(), v.len())
+            .await?;
+        Ok(v)
     }
 
     /// How hybrid search fuses the BM25 and dense rankings.
@@ -259,7 +300,10 @@ impl Engine {
 
     /// Runs a search with the given fusion for hybrid mode. In hybrid mode
     /// the BM25 leg runs while the query is embedded and the dense leg
-    /// searched; neither waits for the other.
+    /// searched; neither waits for the other. When a reranker runs (see
+    /// [`Engine::rerank_mode`]) the top [`Engine::rerank_depth`] candidates
+    /// are re-scored and reordered by it, and each carries its
+    /// `rerank_score` beside the retrieval evidence.
     pub async fn search_with(
         &self,
         req: &SearchRequest,
@@ -271,6 +315,26 @@ impl Engine {
             ));
         }
         let k = req.top_k.max(1);
+        let Some(reranker) = self.reranker_for_search().await? else {
+            return self.retrieve(req, fusion, k).await;
+        };
+        let candidates = self
+            .retrieve(req, fusion, k.max(self.rerank_depth()))
+            .await?;
+        self.rerank_hits(reranker, &req.query, candidates, k).await
+    }
+
+    /// The retrieval stages of a search: the legs `req.mode` asks for and,
+    /// in hybrid mode, their fusion; the best `k` hits.
+    async fn retrieve(
+        &self,
+        req: &SearchRequest,
+        fusion: Fusion,
+        k: usize,
+    ) -> Result<Vec<SearchHit>, EngineError> {
+        // The query embedder and the vector table change together, never
+        // between embedding a query and searching with it.
+        let _switch = self.switch_gate.read().await;
         match req.mode {
             SearchMode::Bm25 => Ok(self
                 .library

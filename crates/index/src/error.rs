@@ -41,7 +41,7 @@ pub enum IndexError {
     #[error("the library at {0} is in use by another Lectern process (the app or a `lectern` command); close it and try again")]
     Busy(PathBuf),
     /// The library was built with another embedding model.
-    #[error("the library was indexed with the embedding model `{library}` but `{model}` is configured; vectors of two models cannot be mixed: use `{library}` or a new data folder")]
+    #[error("the library was indexed with the embedding model `{library}` but `{model}` is configured; vectors of two models cannot be mixed: use `{library}`, switch the library with `lectern reembed --embedder {model}`, or use a new data folder")]
     EmbedderMismatch {
         /// The model the library was built with.
         library: String,

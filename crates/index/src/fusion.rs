@@ -110,6 +110,7 @@ pub fn normalized_fusion(
             bm25_score: Some(h.score),
             dense_rank: None,
             dense_distance: None,
+            rerank_score: None,
         });
     }
     for (i, (h, n)) in dense.into_iter().zip(dense_norm).enumerate() {
@@ -129,6 +130,7 @@ pub fn normalized_fusion(
                     bm25_score: None,
                     dense_rank: Some(i + 1),
                     dense_distance: Some(h.score),
+                    rerank_score: None,
                 });
             }
         }
@@ -162,6 +164,7 @@ pub fn reciprocal_rank_fusion(
             bm25_score: Some(h.score),
             dense_rank: None,
             dense_distance: None,
+            rerank_score: None,
         });
     }
     for (i, h) in dense.into_iter().enumerate() {
@@ -182,6 +185,7 @@ pub fn reciprocal_rank_fusion(
                     bm25_score: None,
                     dense_rank: Some(i + 1),
                     dense_distance: Some(h.score),
+                    rerank_score: None,
                 });
             }
         }

@@ -22,6 +22,7 @@
 mod error;
 mod fusion;
 mod manifest;
+mod switch;
 mod text;
 mod types;
 mod vectors;
@@ -30,7 +31,8 @@ pub use error::IndexError;
 pub use fusion::{
     fuse, normalized_fusion, reciprocal_rank_fusion, Fusion, DEFAULT_DENSE_WEIGHT, RRF_K,
 };
-pub use manifest::{DocumentEntry, Manifest, LIBRARY_FORMAT};
+pub use manifest::{DocumentEntry, EmbedderSwitch, Manifest, LIBRARY_FORMAT};
+pub use switch::SwitchProgress;
 pub use types::{ChunkRecord, LegHit, SearchHit, SearchMode};
 pub use vectors::{AnnPolicy, VectorIndexState};
 
@@ -48,7 +50,11 @@ pub struct Library {
     dir: PathBuf,
     manifest: RwLock<Manifest>,
     text: Arc<text::TextIndex>,
-    vectors: vectors::VectorStore,
+    /// The vector table search uses; replaced when an embedder switch
+    /// finishes.
+    vectors: std::sync::RwLock<Arc<vectors::VectorStore>>,
+    /// The table an embedder switch in progress writes to.
+    shadow: Mutex<Option<Arc<vectors::VectorStore>>>,
     write_lock: Mutex<()>,
     /// Documents whose write began in this process but has not finished.
     dirty: Mutex<HashSet<String>>,
@@ -121,19 +127,20 @@ impl Library {
         std::fs::create_dir_all(dir).map_err(|e| IndexError::io(dir, e))?;
         let manifest_path = dir.join("manifest.json");
         let mut manifest = Manifest::load(&manifest_path)?;
-        if let Some(existing) = manifest.dim {
-            if existing != dim {
-                return Err(IndexError::DimensionMismatch {
-                    library: existing,
-                    model: dim,
-                });
-            }
-        }
+        // The model's name first: it says what to do about a mismatch.
         if let (Some(have), Some(want)) = (manifest.embedder.as_deref(), embedder) {
             if have != want && !manifest.documents.is_empty() {
                 return Err(IndexError::EmbedderMismatch {
                     library: have.to_string(),
                     model: want.to_string(),
+                });
+            }
+        }
+        if let Some(existing) = manifest.dim {
+            if existing != dim {
+                return Err(IndexError::DimensionMismatch {
+                    library: existing,
+                    model: dim,
                 });
             }
         }
@@ -146,11 +153,15 @@ impl Library {
             .await
             .map_err(IndexError::join)??;
         let text = Arc::new(text);
+        let mut table_name = manifest
+            .vector_table
+            .clone()
+            .unwrap_or_else(|| vectors::TABLE.to_string());
         let (outdated, store) =
             if manifest.version < LIBRARY_FORMAT && !manifest.documents.is_empty() {
                 (Some(format!("format {}", manifest.version)), None)
             } else {
-                match vectors::VectorStore::open(&lance_dir, dim).await {
+                match vectors::VectorStore::open_table(&lance_dir, &table_name, dim).await {
                     Err(IndexError::OutdatedLibrary(why)) => (Some(why), None),
                     Err(e) => return Err(e),
                     Ok(v) => (None, Some(v)),
@@ -171,9 +182,12 @@ impl Library {
                 version: LIBRARY_FORMAT,
                 dim: Some(dim),
                 embedder: embedder.map(str::to_string),
+                vector_table: None,
+                switch: None,
                 pending_reindex: pending,
                 documents: BTreeMap::new(),
             };
+            table_name = vectors::TABLE.to_string();
             manifest.save(&manifest_path)?;
             let t = text.clone();
             tokio::task::spawn_blocking(move || t.clear())
@@ -186,8 +200,17 @@ impl Library {
         manifest.version = LIBRARY_FORMAT;
         let vectors = match store {
             Some(v) => v,
-            None => vectors::VectorStore::open(&lance_dir, dim).await?,
+            None => vectors::VectorStore::open_table(&lance_dir, &table_name, dim).await?,
         };
+        // Tables of a given-up switch, or the old table of a switch whose
+        // last step was interrupted, hold nothing search may use.
+        let mut keep = vec![table_name.as_str()];
+        if let Some(sw) = &manifest.switch {
+            keep.push(sw.table.as_str());
+        }
+        for name in vectors::drop_tables_except(&lance_dir, &keep).await? {
+            tracing::info!(table = %name, "dropped a vector table no longer in use");
+        }
         if manifest.embedder.is_none() && embedder.is_some() {
             manifest.embedder = embedder.map(str::to_string);
         }
@@ -195,7 +218,8 @@ impl Library {
             dir: dir.to_path_buf(),
             manifest: RwLock::new(manifest),
             text,
-            vectors,
+            vectors: std::sync::RwLock::new(Arc::new(vectors)),
+            shadow: Mutex::new(None),
             write_lock: Mutex::new(()),
             dirty: Mutex::new(HashSet::new()),
         };
@@ -220,6 +244,14 @@ impl Library {
         &self.dir
     }
 
+    /// The vector table search uses now.
+    fn vectors(&self) -> Arc<vectors::VectorStore> {
+        self.vectors
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
     async fn recover(&self) -> Result<(), IndexError> {
         let known: HashSet<String> = self
             .manifest
@@ -233,7 +265,7 @@ impl Library {
         let text_docs = tokio::task::spawn_blocking(move || text.doc_ids())
             .await
             .map_err(IndexError::join)??;
-        let vector_docs = self.vectors.doc_ids().await?;
+        let vector_docs = self.vectors().doc_ids().await?;
         let orphans: HashSet<String> = text_docs
             .into_iter()
             .chain(vector_docs)
@@ -248,7 +280,7 @@ impl Library {
 
     async fn remove_chunks(&self, doc_id: &str) -> Result<(), IndexError> {
         let ids = vec![doc_id.to_string()];
-        self.vectors.delete_documents(&ids).await?;
+        self.vectors().delete_documents(&ids).await?;
         let text = self.text.clone();
         tokio::task::spawn_blocking(move || text.delete_documents(&ids))
             .await
@@ -303,15 +335,22 @@ impl Library {
                         c.chunk_id, c.doc_id, entry.doc_id
                     )));
                 }
-                if c.vector.len() != self.vectors.dim() {
-                    return Err(IndexError::DimensionMismatch {
-                        library: self.vectors.dim(),
-                        model: c.vector.len(),
-                    });
-                }
             }
         }
         let _guard = self.write_lock.lock().await;
+        // Checked under the write lock: an embedder switch may have replaced
+        // the vector table since the vectors were computed.
+        let dim = self.vectors().dim();
+        if let Some(c) = batch
+            .iter()
+            .flat_map(|(_, chunks)| chunks)
+            .find(|c| c.vector.len() != dim)
+        {
+            return Err(IndexError::DimensionMismatch {
+                library: dim,
+                model: c.vector.len(),
+            });
+        }
         let manifest_path = self.dir.join("manifest.json");
         // Out of the manifest first: from here until the final manifest write
         // these documents are invisible to search and removed on recovery.
@@ -331,7 +370,7 @@ impl Library {
             }
         }
         if !stale.is_empty() {
-            self.vectors.delete_documents(&stale).await?;
+            self.vectors().delete_documents(&stale).await?;
             let text = self.text.clone();
             tokio::task::spawn_blocking(move || text.delete_documents(&stale))
                 .await
@@ -341,15 +380,15 @@ impl Library {
             batch.into_iter().unzip();
         let chunks: Vec<ChunkRecord> = chunks.into_iter().flatten().collect();
         let chunks = Arc::new(chunks);
-        self.vectors.add(&chunks).await?;
-        self.vectors.schedule_maintenance();
+        self.vectors().add(&chunks).await?;
+        self.vectors().schedule_maintenance();
         let text = self.text.clone();
         let c = chunks.clone();
         tokio::task::spawn_blocking(move || text.add_chunks(&c))
             .await
             .map_err(IndexError::join)??;
         let mut m = self.manifest.write().await;
-        m.dim = Some(self.vectors.dim());
+        m.dim = Some(self.vectors().dim());
         let mut dirty = self.dirty.lock().await;
         for entry in entries {
             dirty.remove(&entry.doc_id);
@@ -398,14 +437,14 @@ impl Library {
         if hashes.is_empty() {
             return Ok(HashMap::new());
         }
-        self.vectors.vectors_by_hash(hashes).await
+        self.vectors().vectors_by_hash(hashes).await
     }
 
     /// Rewrites both stores without deleted chunks and removes old versions
     /// and unused files, so the text of deleted documents leaves the disk.
     pub async fn compact(&self) -> Result<(), IndexError> {
         let _guard = self.write_lock.lock().await;
-        self.vectors.compact().await?;
+        self.vectors().compact().await?;
         let text = self.text.clone();
         tokio::task::spawn_blocking(move || text.compact())
             .await
@@ -426,7 +465,7 @@ impl Library {
             .iter()
             .map(|(id, d)| (id.clone(), d.chunks as usize))
             .collect();
-        let vector_rows = self.vectors.rows_per_doc().await?;
+        let vector_rows = self.vectors().rows_per_doc().await?;
         let text = self.text.clone();
         let text_rows = tokio::task::spawn_blocking(move || text.chunks_per_doc())
             .await
@@ -475,7 +514,7 @@ impl Library {
         Ok(LibraryCounts {
             documents,
             manifest_chunks,
-            vector_rows: self.vectors.count().await?,
+            vector_rows: self.vectors().count().await?,
             text_docs,
         })
     }
@@ -494,7 +533,7 @@ impl Library {
     /// Dense leg: the `k` chunks nearest to `vector` (cosine), through the
     /// approximate-nearest-neighbour index where the table has one.
     pub async fn search_dense(&self, vector: &[f32], k: usize) -> Result<Vec<LegHit>, IndexError> {
-        let hits = self.vectors.search(vector, k + 16, false).await?;
+        let hits = self.vectors().search(vector, k + 16, false).await?;
         Ok(self.visible(hits, k).await)
     }
 
@@ -506,31 +545,31 @@ impl Library {
         vector: &[f32],
         k: usize,
     ) -> Result<Vec<LegHit>, IndexError> {
-        let hits = self.vectors.search(vector, k + 16, true).await?;
+        let hits = self.vectors().search(vector, k + 16, true).await?;
         Ok(self.visible(hits, k).await)
     }
 
     /// The policy for the dense leg's approximate-nearest-neighbour index.
     pub fn ann_policy(&self) -> AnnPolicy {
-        self.vectors.policy()
+        self.vectors().policy()
     }
 
     /// Changes when the ANN index is built and how it is searched; takes
     /// effect with the next search and the next write.
     pub fn set_ann_policy(&self, policy: AnnPolicy) {
-        self.vectors.set_policy(policy);
+        self.vectors().set_policy(policy);
     }
 
     /// How much of the vector table the ANN index covers.
     pub async fn vector_index(&self) -> Result<VectorIndexState, IndexError> {
-        self.vectors.index_state().await
+        self.vectors().index_state().await
     }
 
     /// Builds, extends or retrains the ANN index now as the policy asks
     /// (waiting for a background run first) and returns the new state. The
     /// work runs on a thread of its own; searches keep working meanwhile.
     pub async fn build_vector_index(&self) -> Result<VectorIndexState, IndexError> {
-        self.vectors.maintain_index().await
+        self.vectors().maintain_index().await
     }
 
     async fn visible(&self, hits: Vec<LegHit>, k: usize) -> Vec<LegHit> {

@@ -46,12 +46,32 @@ pub struct Manifest {
     /// The embedding model the vectors came from, once known.
     #[serde(default)]
     pub embedder: Option<String>,
+    /// The LanceDB table holding the vectors search uses (`chunks` when
+    /// absent: a library that never switched embedding model).
+    #[serde(default)]
+    pub vector_table: Option<String>,
+    /// A switch to another embedding model that has begun and not finished:
+    /// its vectors are being built in a table of their own while search
+    /// keeps using [`Manifest::vector_table`].
+    #[serde(default)]
+    pub switch: Option<EmbedderSwitch>,
     /// Paths of documents that were indexed in an older library format and
     /// still have to be indexed again; kept here so a crash does not lose them.
     #[serde(default)]
     pub pending_reindex: Vec<String>,
     /// Documents by id.
     pub documents: BTreeMap<String, DocumentEntry>,
+}
+
+/// An embedding model switch in progress (see [`Manifest::switch`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EmbedderSwitch {
+    /// The model the new vectors come from.
+    pub embedder: String,
+    /// Its vector dimensions.
+    pub dim: usize,
+    /// The LanceDB table the new vectors are written to.
+    pub table: String,
 }
 
 impl Manifest {

@@ -109,6 +109,10 @@ pub struct SearchHit {
     pub dense_rank: Option<usize>,
     /// Cosine distance, if it appeared in the dense leg.
     pub dense_distance: Option<f32>,
+    /// The cross-encoder reranker's logit, when a reranker re-scored this
+    /// hit (hits are then ordered by it; `score` keeps the retrieval score).
+    #[serde(default)]
+    pub rerank_score: Option<f32>,
 }
 
 impl SearchHit {
@@ -122,6 +126,7 @@ impl SearchHit {
                 bm25_score: None,
                 dense_rank: rank,
                 dense_distance: Some(hit.score),
+                rerank_score: None,
             },
             _ => SearchHit {
                 score: hit.score,
@@ -130,6 +135,7 @@ impl SearchHit {
                 bm25_score: Some(hit.score),
                 dense_rank: None,
                 dense_distance: None,
+                rerank_score: None,
             },
         }
     }

@@ -1,6 +1,6 @@
 //! The dense leg: chunks and their vectors in a LanceDB table.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
@@ -20,7 +20,8 @@ use lancedb::{Connection, DistanceType, Table};
 
 use crate::{ChunkRecord, IndexError, LegHit};
 
-const TABLE: &str = "chunks";
+/// The vector table of a library that never switched embedding model.
+pub(crate) const TABLE: &str = "chunks";
 
 /// Name of the approximate-nearest-neighbour index on the `vector` column.
 const ANN_INDEX: &str = "vector_idx";
@@ -93,6 +94,7 @@ pub(crate) enum Maintenance {
 }
 
 pub(crate) struct VectorStore {
+    name: String,
     table: Table,
     schema: SchemaRef,
     dim: usize,
@@ -198,16 +200,60 @@ fn sql_str(s: &str) -> String {
     format!("'{}'", s.replace('\'', "''"))
 }
 
+async fn connect(dir: &Path) -> Result<Connection, IndexError> {
+    let uri = dir
+        .to_str()
+        .ok_or_else(|| IndexError::InvalidInput(format!("non UTF-8 path {}", dir.display())))?;
+    Ok(lancedb::connect(uri).execute().await?)
+}
+
+/// Drops every table in the LanceDB database at `dir` whose name is not in
+/// `keep` (left behind by an embedder switch that was given up or whose
+/// last step was interrupted). Returns the names dropped.
+pub(crate) async fn drop_tables_except(
+    dir: &Path,
+    keep: &[&str],
+) -> Result<Vec<String>, IndexError> {
+    if !dir.exists() {
+        return Ok(Vec::new());
+    }
+    let conn = connect(dir).await?;
+    let mut dropped = Vec::new();
+    for name in conn.table_names().execute().await? {
+        if !keep.contains(&name.as_str()) {
+            conn.drop_table(&name, &[]).await?;
+            dropped.push(name);
+        }
+    }
+    Ok(dropped)
+}
+
+/// Drops the table `name` from the LanceDB database at `dir`, if it exists.
+pub(crate) async fn drop_table(dir: &Path, name: &str) -> Result<(), IndexError> {
+    if !dir.exists() {
+        return Ok(());
+    }
+    let conn = connect(dir).await?;
+    if conn
+        .table_names()
+        .execute()
+        .await?
+        .iter()
+        .any(|n| n == name)
+    {
+        conn.drop_table(name, &[]).await?;
+    }
+    Ok(())
+}
+
 impl VectorStore {
-    pub(crate) async fn open(dir: &Path, dim: usize) -> Result<Self, IndexError> {
-        let uri = dir
-            .to_str()
-            .ok_or_else(|| IndexError::InvalidInput(format!("non UTF-8 path {}", dir.display())))?;
-        let conn = lancedb::connect(uri).execute().await?;
+    /// Opens (or creates) the table `name` for vectors of `dim` dimensions.
+    pub(crate) async fn open_table(dir: &Path, name: &str, dim: usize) -> Result<Self, IndexError> {
+        let conn = connect(dir).await?;
         let schema = schema(dim);
         let names = conn.table_names().execute().await?;
-        let table = if names.iter().any(|n| n == TABLE) {
-            let t = conn.open_table(TABLE).execute().await?;
+        let table = if names.iter().any(|n| n == name) {
+            let t = conn.open_table(name).execute().await?;
             let existing = t.schema().await?;
             let missing: Vec<&str> = schema
                 .fields()
@@ -233,11 +279,12 @@ impl VectorStore {
             }
             t
         } else {
-            conn.create_empty_table(TABLE, schema.clone())
+            conn.create_empty_table(name, schema.clone())
                 .execute()
                 .await?
         };
         Ok(Self {
+            name: name.to_string(),
             table,
             schema,
             dim,
@@ -317,6 +364,68 @@ impl VectorStore {
 
     pub(crate) fn dim(&self) -> usize {
         self.dim
+    }
+
+    /// The table's name in the LanceDB database.
+    pub(crate) fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The rows of these documents, without their vectors.
+    pub(crate) async fn records_of(
+        &self,
+        doc_ids: &[String],
+    ) -> Result<Vec<ChunkRecord>, IndexError> {
+        let mut out = Vec::new();
+        for group in doc_ids.chunks(512) {
+            let list: Vec<String> = group.iter().map(|d| sql_str(d)).collect();
+            let batches: Vec<RecordBatch> = self
+                .table
+                .query()
+                .only_if(format!("doc_id IN ({})", list.join(", ")))
+                .select(Select::Columns(
+                    RECORD_COLUMNS.iter().map(|s| s.to_string()).collect(),
+                ))
+                .execute()
+                .await?
+                .try_collect()
+                .await?;
+            for b in &batches {
+                out.extend(records(b)?);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Each document's chunks as `(chunk_id, chunk_hash)` pairs: two tables
+    /// hold the same passages of a document exactly when these agree.
+    pub(crate) async fn chunk_keys(
+        &self,
+    ) -> Result<HashMap<String, BTreeSet<(String, String)>>, IndexError> {
+        let batches: Vec<RecordBatch> = self
+            .table
+            .query()
+            .select(Select::Columns(vec![
+                "doc_id".into(),
+                "chunk_id".into(),
+                "chunk_hash".into(),
+            ]))
+            .execute()
+            .await?
+            .try_collect()
+            .await?;
+        let mut keys: HashMap<String, BTreeSet<(String, String)>> = HashMap::new();
+        for b in &batches {
+            let doc = col::<StringArray>(b, "doc_id")?;
+            let chunk = col::<StringArray>(b, "chunk_id")?;
+            let hash = col::<StringArray>(b, "chunk_hash")?;
+            for i in 0..b.num_rows() {
+                keys.entry(doc.value(i).to_string())
+                    .or_default()
+                    .insert((chunk.value(i).to_string(), hash.value(i).to_string()));
+            }
+        }
+        Ok(keys)
     }
 
     pub(crate) async fn add(&self, chunks: &[ChunkRecord]) -> Result<(), IndexError> {

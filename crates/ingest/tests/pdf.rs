@@ -146,7 +146,11 @@ fn a_title_and_authors_across_both_columns_are_read_before_the_columns() {
     }
     assert!(at("Abstract") < at("Retrieval in open-domain QA is usually"));
     // Later pages have no such block and read as before.
-    assert_phrase_on_page(&parsed, 2, "Our Dense Passage Retriever (DPR) is exceptionally strong");
+    assert_phrase_on_page(
+        &parsed,
+        2,
+        "Our Dense Passage Retriever (DPR) is exceptionally strong",
+    );
 }
 
 #[test]

@@ -2,8 +2,11 @@
 //!
 //! This crate is the only one that knows candle. It offers two things:
 //!
-//! * [`Embedder`]: a BERT-family sentence embedder (all-MiniLM-L6-v2 by
-//!   default) that turns passages and queries into L2-normalised vectors.
+//! * [`Embedder`]: a sentence embedder (all-MiniLM-L6-v2 by default) that
+//!   turns passages and queries into L2-normalised vectors: BERT family
+//!   with mean, CLS or last-token pooling, or a Qwen3 decoder pooled at its
+//!   appended end-of-text token (Qwen3-Embedding), configured from a model
+//!   catalog entry ([`EmbedderConfig::from_catalog_params`]) or a folder.
 //!   On the CPU it runs Lectern's own encoder (`bert/`): texts sorted by
 //!   length and packed without padding, fused QKV, fused bias/GELU and
 //!   bias/residual/LayerNorm kernels, batches in parallel.
@@ -24,15 +27,18 @@ mod bert;
 mod chat;
 mod device;
 mod embed;
+mod embed_qwen3;
 mod error;
 mod llm;
 mod qwen3;
+mod rerank;
 mod stream;
 
 pub use chat::{ChatMessage, ChatTemplate, Role};
 pub use device::{candle_device, capabilities};
-pub use embed::{Embedder, EmbedderConfig, Pooling};
+pub use embed::{instruction_prefix, Embedder, EmbedderArchitecture, EmbedderConfig, Pooling};
 pub use error::ModelError;
 pub use llm::{GenerationParams, GenerationStats, Llm, LlmFormat, Piece, StopReason};
 pub use qwen3::{Logits, Qwen3, Qwen3Config, Qwen3Options, Yarn};
+pub use rerank::{sigmoid, Reranker, RerankerConfig, RerankerFamily, TOKENS_PER_PASS};
 pub use stream::{Segment, ThinkSplitter, TokenStream, THINK_CLOSE, THINK_OPEN};

@@ -193,6 +193,11 @@ impl Llm {
     /// [`Llm::load`] with every option: context budget, activation dtype
     /// and key/value cache dtype.
     pub fn load_with(path: &Path, device: &Device, opts: Qwen3Options) -> Result<Self, ModelError> {
+        if device.is_cpu() {
+            // Quantized CPU products share work on Lectern's own threads
+            // (effective when this runs before candle's first CPU kernel).
+            Qwen3::prefer_own_cpu_threads();
+        }
         if path.is_dir() {
             Self::load_dir(path, device, opts)
         } else if path.is_file() {

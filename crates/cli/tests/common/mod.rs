@@ -21,9 +21,13 @@ pub fn shared_docs() -> PathBuf {
 }
 
 /// `lectern --data-dir DATA ARGS…` on the CPU with the test models, ready
-/// to run.
+/// to run. `LECTERN_BIN` runs another build of `lectern` (for long
+/// benchmark runs of these tests from a copy of the binaries).
 pub fn lectern_command(data: &std::path::Path, args: &[&str]) -> std::process::Command {
-    let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_lectern"));
+    let bin = std::env::var_os("LECTERN_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_lectern")));
+    let mut c = std::process::Command::new(bin);
     c.arg("--data-dir")
         .arg(data)
         .args(args)

@@ -41,7 +41,9 @@ struct Layer {
 pub(crate) struct BertEncoder {
     word: Vec<f32>,
     position: Vec<f32>,
-    token_type0: Vec<f32>,
+    /// Token type embeddings, `(type_vocab, hidden)` row-major.
+    token_types: Vec<f32>,
+    type_vocab: usize,
     emb_gamma: Vec<f32>,
     emb_beta: Vec<f32>,
     layers: Vec<Layer>,
@@ -82,13 +84,16 @@ fn weight_t(vb: &VarBuilder, out: usize, inp: usize) -> candle_core::Result<Tens
 
 impl BertEncoder {
     /// Loads the weights the way `BertModel::load` names them (at the root,
-    /// under `bert.`, or under the config's `model_type`).
+    /// under `bert.`, or under the config's `model_type`), or under
+    /// `roberta.` as XLM-RoBERTa checkpoints name them.
     pub(crate) fn load(vb: VarBuilder, cfg: &BertConfig) -> candle_core::Result<Self> {
         let probe = "embeddings.word_embeddings.weight";
         let vb = if vb.contains_tensor(probe) {
             vb
         } else if vb.contains_tensor(&format!("bert.{probe}")) {
             vb.pp("bert")
+        } else if vb.contains_tensor(&format!("roberta.{probe}")) {
+            vb.pp("roberta")
         } else if let Some(mt) = cfg
             .model_type
             .as_ref()
@@ -106,13 +111,8 @@ impl BertEncoder {
             (cfg.max_position_embeddings, h),
             "position_embeddings.weight",
         )?)?;
-        let token_type0 = vec_of(
-            emb.get(
-                (cfg.type_vocab_size.max(1), h),
-                "token_type_embeddings.weight",
-            )?
-            .get(0)?,
-        )?;
+        let type_vocab = cfg.type_vocab_size.max(1);
+        let token_types = vec_of(emb.get((type_vocab, h), "token_type_embeddings.weight")?)?;
         let emb_gamma = vec_of(emb.get(h, "LayerNorm.weight")?)?;
         let emb_beta = vec_of(emb.get(h, "LayerNorm.bias")?)?;
         let mut layers = Vec::with_capacity(cfg.num_hidden_layers);
@@ -155,7 +155,8 @@ impl BertEncoder {
         Ok(Self {
             word,
             position,
-            token_type0,
+            token_types,
+            type_vocab,
             emb_gamma,
             emb_beta,
             layers,
@@ -173,11 +174,58 @@ impl BertEncoder {
         self.hidden
     }
 
-    /// Runs the encoder over `seqs` (token ids, token type 0) and returns the
-    /// last hidden states of all tokens stacked `(sum of lengths, hidden)`,
-    /// sequence after sequence.
+    /// Runs the encoder over `seqs` (token ids, token type 0, positions from
+    /// 0) and returns the last hidden states of all tokens stacked
+    /// `(sum of lengths, hidden)`, sequence after sequence.
     pub(crate) fn forward(&self, seqs: &[&[u32]]) -> candle_core::Result<Vec<f32>> {
+        self.forward_with(seqs, None, None)
+    }
+
+    /// [`BertEncoder::forward`] with explicit token type ids (a sentence
+    /// pair's second segment is type 1 in BERT) and position ids
+    /// (XLM-RoBERTa counts from `pad_token_id + 1`), each one slice per
+    /// sequence of the same length as its tokens. `None` means type 0 and
+    /// positions from 0.
+    pub(crate) fn forward_with(
+        &self,
+        seqs: &[&[u32]],
+        type_ids: Option<&[&[u32]]>,
+        position_ids: Option<&[&[u32]]>,
+    ) -> candle_core::Result<Vec<f32>> {
         let h = self.hidden;
+        for (what, given) in [("token type", type_ids), ("position", position_ids)] {
+            if let Some(given) = given {
+                if given.len() != seqs.len()
+                    || given.iter().zip(seqs).any(|(g, s)| g.len() != s.len())
+                {
+                    return Err(candle_core::Error::Msg(format!(
+                        "{what} ids do not match the token sequences in length"
+                    )));
+                }
+            }
+        }
+        if let Some(bad) = type_ids
+            .into_iter()
+            .flatten()
+            .flat_map(|t| t.iter())
+            .find(|&&t| t as usize >= self.type_vocab)
+        {
+            return Err(candle_core::Error::Msg(format!(
+                "token type {bad} is outside the model's {} types",
+                self.type_vocab
+            )));
+        }
+        if let Some(bad) = position_ids
+            .into_iter()
+            .flatten()
+            .flat_map(|t| t.iter())
+            .find(|&&p| p as usize >= self.max_positions)
+        {
+            return Err(candle_core::Error::Msg(format!(
+                "position {bad} exceeds the model's {} positions",
+                self.max_positions
+            )));
+        }
         let mut offsets = Vec::with_capacity(seqs.len() + 1);
         offsets.push(0usize);
         for s in seqs {
@@ -203,18 +251,26 @@ impl BertEncoder {
         if total == 0 {
             return Ok(Vec::new());
         }
-        // Embeddings: word + position + token type 0, then LayerNorm.
-        let positions: Vec<(u32, usize)> = seqs
+        // Embeddings: word + position + token type, then LayerNorm.
+        let positions: Vec<(u32, usize, usize)> = seqs
             .iter()
-            .flat_map(|s| s.iter().enumerate().map(|(p, &id)| (id, p)))
+            .enumerate()
+            .flat_map(|(i, s)| {
+                s.iter().enumerate().map(move |(p, &id)| {
+                    let pos = position_ids.map_or(p, |ps| ps[i][p] as usize);
+                    let ty = type_ids.map_or(0, |ts| ts[i][p] as usize);
+                    (id, pos, ty)
+                })
+            })
             .collect();
         let mut x = vec![0f32; total * h];
         x.par_chunks_mut(h)
             .zip(positions.par_iter())
-            .for_each(|(row, &(id, p))| {
+            .for_each(|(row, &(id, p, ty))| {
                 let w = &self.word[id as usize * h..][..h];
                 let pe = &self.position[p * h..][..h];
-                for (((o, &a), &b), &c) in row.iter_mut().zip(w).zip(pe).zip(&self.token_type0) {
+                let te = &self.token_types[ty * h..][..h];
+                for (((o, &a), &b), &c) in row.iter_mut().zip(w).zip(pe).zip(te) {
                     *o = a + b + c;
                 }
                 kernels::simd(

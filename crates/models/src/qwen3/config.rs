@@ -138,6 +138,48 @@ fn yarn_from_parts(
     }
 }
 
+/// The weight block size of a block-scaled FP8 checkpoint (Qwen's `-FP8`
+/// releases: `quantization_config.quant_method = "fp8"`), from its
+/// `config.json`; `None` for a checkpoint that is not quantized. Other
+/// quantization methods are refused by name.
+pub(crate) fn fp8_block_size(config_json: &[u8]) -> Result<Option<(usize, usize)>, String> {
+    #[derive(Deserialize)]
+    struct Quantization {
+        #[serde(default)]
+        quant_method: Option<String>,
+        #[serde(default)]
+        fmt: Option<String>,
+        #[serde(default)]
+        weight_block_size: Option<Vec<usize>>,
+    }
+    #[derive(Deserialize)]
+    struct Outer {
+        #[serde(default)]
+        quantization_config: Option<Quantization>,
+    }
+    let outer: Outer = serde_json::from_slice(config_json).map_err(|e| e.to_string())?;
+    let Some(q) = outer.quantization_config else {
+        return Ok(None);
+    };
+    match q.quant_method.as_deref() {
+        Some("fp8") => {}
+        Some(other) => {
+            return Err(format!(
+                "quantization method {other:?} is not supported; use the unquantized, FP8 or GGUF release of the model"
+            ))
+        }
+        None => return Err("quantization_config without a quant_method".into()),
+    }
+    if let Some(fmt) = q.fmt.as_deref().filter(|f| *f != "e4m3") {
+        return Err(format!("FP8 format {fmt:?} is not supported (only e4m3)"));
+    }
+    match q.weight_block_size.as_deref() {
+        None => Ok(Some((128, 128))),
+        Some(&[rows, cols]) if rows > 0 && cols > 0 => Ok(Some((rows, cols))),
+        Some(other) => Err(format!("invalid FP8 weight_block_size {other:?}")),
+    }
+}
+
 impl Qwen3Config {
     /// Parses a Hugging Face `config.json` of a Qwen3 checkpoint.
     pub fn from_hf_json(bytes: &[u8]) -> Result<Self, String> {

@@ -9,12 +9,16 @@
 
 mod cache;
 mod config;
+mod hidden;
+mod qdot;
 mod rope;
+mod split;
 mod weights;
 
 use std::fs::File;
 use std::io::BufReader;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use candle_core::quantized::gguf_file;
 use candle_core::{DType, Device, Tensor};
@@ -23,6 +27,7 @@ pub use config::{Qwen3Config, Yarn};
 
 use cache::KvCache;
 use rope::Rope;
+use split::RowSplit;
 use weights::{Embedding, Linear, Part, WeightSource};
 
 use crate::ModelError;
@@ -61,29 +66,98 @@ pub enum Logits {
     All,
 }
 
+/// A weight matrix: a quantized CPU matrix split by rows for shared
+/// multi-threaded products, anything else whole.
+#[derive(Debug)]
+enum Proj {
+    Whole(Linear),
+    Split(Arc<RowSplit>),
+}
+
+impl Proj {
+    fn new(linear: Linear, split: bool) -> candle_core::Result<Self> {
+        if split && linear.quantized().is_some_and(|q| q.device().is_cpu()) {
+            if let Some(s) = RowSplit::new(linear.clone())? {
+                return Ok(Self::Split(Arc::new(s)));
+            }
+        }
+        Ok(Self::Whole(linear))
+    }
+
+    fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+        match self {
+            Self::Whole(l) => l.forward(x),
+            Self::Split(s) => s.forward(x),
+        }
+    }
+
+    /// Several matrices applied to the same `x`, as one job where possible.
+    fn forward_many(ws: &[&Proj], x: &Tensor) -> candle_core::Result<Vec<Tensor>> {
+        let split: Vec<&RowSplit> = ws
+            .iter()
+            .filter_map(|w| match w {
+                Self::Split(s) => Some(s.as_ref()),
+                Self::Whole(_) => None,
+            })
+            .collect();
+        if split.len() == ws.len() {
+            return RowSplit::forward_many(&split, x);
+        }
+        let whole: Vec<&Linear> = ws
+            .iter()
+            .filter_map(|w| match w {
+                Self::Whole(l) => Some(l),
+                Self::Split(_) => None,
+            })
+            .collect();
+        if whole.len() == ws.len() {
+            return Linear::forward_many(&whole, x);
+        }
+        ws.iter().map(|w| w.forward(x)).collect()
+    }
+}
+
+/// The token embedding table: its own, or the rows of a split (tied) output
+/// head.
+#[derive(Debug)]
+enum TokenTable {
+    Own(Embedding),
+    Head(Arc<RowSplit>),
+}
+
+impl TokenTable {
+    /// Rows for `ids` (a 1-D u32 tensor), shape `(ids, hidden)`, in `dtype`.
+    fn lookup(&self, ids: &Tensor, dtype: DType) -> candle_core::Result<Tensor> {
+        match self {
+            Self::Own(e) => e.lookup(ids, dtype),
+            Self::Head(s) => s.lookup(ids, dtype),
+        }
+    }
+}
+
 #[derive(Debug)]
 struct Layer {
-    q: Linear,
-    k: Linear,
-    v: Linear,
-    o: Linear,
+    q: Proj,
+    k: Proj,
+    v: Proj,
+    o: Proj,
     q_norm: Tensor,
     k_norm: Tensor,
     attn_norm: Tensor,
     ffn_norm: Tensor,
-    gate: Linear,
-    up: Linear,
-    down: Linear,
+    gate: Proj,
+    up: Proj,
+    down: Proj,
 }
 
 /// A loaded Qwen3 model with its own key/value cache.
 #[derive(Debug)]
 pub struct Qwen3 {
     cfg: Qwen3Config,
-    embed: Embedding,
+    embed: TokenTable,
     layers: Vec<Layer>,
     norm: Tensor,
-    lm_head: Linear,
+    lm_head: Proj,
     rope: Rope,
     cache: KvCache,
     dtype: DType,
@@ -146,6 +220,18 @@ fn check_kv_dtype(dtype: DType) -> Result<DType, String> {
 }
 
 impl Qwen3 {
+    /// Asks candle to run its CPU kernels on the calling thread so that
+    /// quantized models loaded afterwards share their matrix products over
+    /// Lectern's own threads, a split that never stalls on a thread the
+    /// operating system has not scheduled (a busy desktop). It sets
+    /// `CANDLE_NUM_THREADS=1` unless that is already set, and only works
+    /// before candle first runs a CPU kernel: call it at start-up, before
+    /// other threads read the environment. Returns whether quantized CPU
+    /// models will use the split.
+    pub fn prefer_own_cpu_threads() -> bool {
+        split::prefer_own_cpu_threads()
+    }
+
     /// Loads a Hugging Face style folder: `config.json` and
     /// `model.safetensors` or shards listed in `model.safetensors.index.json`.
     pub fn load_safetensors(
@@ -168,8 +254,10 @@ impl Qwen3 {
             DType::BF16
         });
         let files = safetensor_files(dir)?;
-        let source =
-            WeightSource::safetensors(&files, dtype, device).map_err(|e| invalid(dir, e))?;
+        let fp8_block = config::fp8_block_size(&bytes).map_err(|e| invalid(&cfg_path, e))?;
+        let source = WeightSource::safetensors(&files, dtype, device)
+            .map_err(|e| invalid(dir, e))?
+            .with_fp8_block(fp8_block);
         Self::build(cfg, source, device, opts, dir)
     }
 
@@ -232,27 +320,52 @@ impl Qwen3 {
                 ),
             ));
         }
+        let split = device.is_cpu() && split::enabled();
+        let proj = |w: &mut WeightSource, part: Part, shape: (usize, usize)| {
+            Proj::new(w.linear(part, shape).map_err(err)?, split).map_err(err)
+        };
         let mut layers = Vec::with_capacity(cfg.num_hidden_layers);
         for i in 0..cfg.num_hidden_layers {
+            let (q, k, v, o) = (
+                proj(&mut w, Part::Q(i), (qd, h))?,
+                proj(&mut w, Part::K(i), (kvd, h))?,
+                proj(&mut w, Part::V(i), (kvd, h))?,
+                proj(&mut w, Part::O(i), (h, qd))?,
+            );
+            let (gate, up, down) = (
+                proj(&mut w, Part::Gate(i), (inter, h))?,
+                proj(&mut w, Part::Up(i), (inter, h))?,
+                proj(&mut w, Part::Down(i), (h, inter))?,
+            );
             layers.push(Layer {
-                q: w.linear(Part::Q(i), (qd, h)).map_err(err)?,
-                k: w.linear(Part::K(i), (kvd, h)).map_err(err)?,
-                v: w.linear(Part::V(i), (kvd, h)).map_err(err)?,
-                o: w.linear(Part::O(i), (h, qd)).map_err(err)?,
+                q,
+                k,
+                v,
+                o,
                 q_norm: w.dense(Part::QNorm(i)).map_err(err)?,
                 k_norm: w.dense(Part::KNorm(i)).map_err(err)?,
                 attn_norm: w.dense(Part::AttnNorm(i)).map_err(err)?,
                 ffn_norm: w.dense(Part::FfnNorm(i)).map_err(err)?,
-                gate: w.linear(Part::Gate(i), (inter, h)).map_err(err)?,
-                up: w.linear(Part::Up(i), (inter, h)).map_err(err)?,
-                down: w.linear(Part::Down(i), (h, inter)).map_err(err)?,
+                gate,
+                up,
+                down,
             });
         }
         let norm = w.dense(Part::FinalNorm).map_err(err)?;
-        let lm_head = if w.has(Part::LmHead) {
-            w.linear(Part::LmHead, (cfg.vocab_size, h)).map_err(err)?
+        let (lm_head, embed) = if w.has(Part::LmHead) {
+            let head = Proj::new(
+                w.linear(Part::LmHead, (cfg.vocab_size, h)).map_err(err)?,
+                split,
+            )
+            .map_err(err)?;
+            (head, TokenTable::Own(embed))
         } else {
-            embed.as_linear().map_err(err)?
+            // Tied: a split head also serves as the token table, so the
+            // matrix is held once.
+            match Proj::new(embed.as_linear().map_err(err)?, split).map_err(err)? {
+                Proj::Split(s) => (Proj::Split(s.clone()), TokenTable::Head(s)),
+                whole => (whole, TokenTable::Own(embed)),
+            }
         };
         let rope = Rope::new(&cfg, device).map_err(err)?;
         let capacity = opts.context.min(cfg.position_limit());
@@ -276,6 +389,7 @@ impl Qwen3 {
             ?dtype,
             ?kv_dtype,
             yarn = cfg.yarn.is_some(),
+            split_products = split,
             "qwen3 loaded"
         );
         Ok(Self {
@@ -423,7 +537,7 @@ impl Qwen3 {
         let heads = |t: Tensor, count: usize| -> candle_core::Result<Tensor> {
             t.reshape((1, n, count, hd))?.transpose(1, 2)?.contiguous()
         };
-        let [q, k, v]: [Tensor; 3] = Linear::forward_many(&[&l.q, &l.k, &l.v], &h)?
+        let [q, k, v]: [Tensor; 3] = Proj::forward_many(&[&l.q, &l.k, &l.v], &h)?
             .try_into()
             .map_err(|_| candle_core::Error::msg("q/k/v projection count"))?;
         let q = heads(q, nh)?;
@@ -457,7 +571,7 @@ impl Qwen3 {
         let x = (x + l.o.forward(&attn)?)?;
 
         let h = candle_nn::ops::rms_norm(&x, &l.ffn_norm, eps)?;
-        let [gate, up]: [Tensor; 2] = Linear::forward_many(&[&l.gate, &l.up], &h)?
+        let [gate, up]: [Tensor; 2] = Proj::forward_many(&[&l.gate, &l.up], &h)?
             .try_into()
             .map_err(|_| candle_core::Error::msg("gate/up projection count"))?;
         let mlp = l.down.forward(&(candle_nn::ops::silu(&gate)? * up)?)?;

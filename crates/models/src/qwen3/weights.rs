@@ -190,12 +190,43 @@ impl Part {
     }
 }
 
+/// The real values of a block-scaled FP8 weight `(rows, cols)`: each
+/// `block` of it times its entry of `scale_inv`, shape
+/// `(ceil(rows / block.0), ceil(cols / block.1))`. In f32.
+pub(crate) fn dequantize_fp8(
+    weight: &Tensor,
+    scale_inv: &Tensor,
+    block: (usize, usize),
+) -> Result<Tensor> {
+    let (rows, cols) = weight.dims2()?;
+    let (br, bc) = (rows.div_ceil(block.0), cols.div_ceil(block.1));
+    if scale_inv.dims() != [br, bc] {
+        return Err(candle_core::Error::msg(format!(
+            "FP8 scales have shape {:?}; a {rows}x{cols} weight in {}x{} blocks needs [{br}, {bc}]",
+            scale_inv.dims(),
+            block.0,
+            block.1
+        )));
+    }
+    let scale = scale_inv
+        .to_dtype(DType::F32)?
+        .reshape((br, 1, bc, 1))?
+        .broadcast_as((br, block.0, bc, block.1))?
+        .reshape((br * block.0, bc * block.1))?
+        .narrow(0, 0, rows)?
+        .narrow(1, 0, cols)?;
+    weight.to_dtype(DType::F32)?.mul(&scale)
+}
+
 /// Where the weights come from.
 pub(crate) enum WeightSource {
     /// Every tensor of a safetensors folder, converted to `dtype` on use.
     Safetensors {
         tensors: HashMap<String, Tensor>,
         dtype: DType,
+        /// Block size of FP8 weights' scales, for a block-scaled FP8
+        /// checkpoint.
+        fp8_block: Option<(usize, usize)>,
     },
     /// A GGUF file, read tensor by tensor.
     Gguf {
@@ -216,7 +247,30 @@ impl WeightSource {
                 .map_err(|e| candle_core::Error::msg(format!("{}: {e}", file.display())))?;
             tensors.extend(part);
         }
-        Ok(Self::Safetensors { tensors, dtype })
+        // Qwen3-Embedding checkpoints store the backbone alone, without the
+        // `model.` prefix of the causal-LM layout.
+        if !tensors.contains_key("model.embed_tokens.weight")
+            && tensors.contains_key("embed_tokens.weight")
+        {
+            tensors = tensors
+                .into_iter()
+                .map(|(k, v)| (format!("model.{k}"), v))
+                .collect();
+        }
+        Ok(Self::Safetensors {
+            tensors,
+            dtype,
+            fp8_block: None,
+        })
+    }
+
+    /// Declares the block size of a block-scaled FP8 checkpoint's weight
+    /// scales: its FP8 weights are dequantized when they are read.
+    pub(crate) fn with_fp8_block(mut self, block: Option<(usize, usize)>) -> Self {
+        if let Self::Safetensors { fp8_block, .. } = &mut self {
+            *fp8_block = block;
+        }
+        self
     }
 
     /// Opens a GGUF file whose header was already read.
@@ -265,7 +319,23 @@ impl WeightSource {
             return Err(self.missing(part));
         }
         match self {
-            Self::Safetensors { tensors, dtype, .. } => tensors[&part.hf_name()].to_dtype(*dtype),
+            Self::Safetensors {
+                tensors,
+                dtype,
+                fp8_block,
+            } => {
+                let name = part.hf_name();
+                let t = &tensors[&name];
+                if t.dtype() != DType::F8E4M3 {
+                    return t.to_dtype(*dtype);
+                }
+                let scale = tensors.get(&format!("{name}_scale_inv")).ok_or_else(|| {
+                    candle_core::Error::msg(format!(
+                        "FP8 tensor {name} has no {name}_scale_inv to dequantize it with"
+                    ))
+                })?;
+                dequantize_fp8(t, scale, fp8_block.unwrap_or((128, 128)))?.to_dtype(*dtype)
+            }
             Self::Gguf {
                 content,
                 reader,

@@ -1,0 +1,562 @@
+//! Matrix × vector products straight from GGUF k-quant bytes (Q4_K, Q6_K),
+//! for one token at a time.
+//!
+//! The activations are quantized once to 8 bits per 256-value block; each
+//! weight row is then read in its compact file layout (4.5 or 6.6 bits a
+//! weight), its integer dot products are taken block by block and scaled
+//! back to f32. The loops are plain integer arithmetic, compiled for the
+//! best vector extension the CPU offers (`pulp` dispatch), which LLVM
+//! vectorizes; no `unsafe` is needed.
+
+use candle_core::quantized::GgmlDType;
+
+/// Values per k-quant super-block.
+const QK: usize = 256;
+/// Bytes of one Q4_K block: f16 d, f16 dmin, 12 bytes of 6-bit scales and
+/// mins, 128 bytes of 4-bit quants.
+const Q4K_BYTES: usize = 144;
+/// Bytes of one Q6_K block: 128 bytes of low nibbles, 64 of high 2-bit
+/// pairs, 16 signed 8-bit scales, f16 d.
+const Q6K_BYTES: usize = 210;
+
+/// Whether [`matvec`] reads this weight type.
+pub(crate) fn supports(dtype: GgmlDType) -> bool {
+    matches!(dtype, GgmlDType::Q4K | GgmlDType::Q6K)
+}
+
+/// Activations quantized to 8 bits per 256-value block.
+#[derive(Debug, Clone)]
+pub(crate) struct Q8Vec {
+    /// Scale per block.
+    d: Vec<f32>,
+    /// Quantized values, `-127..=127`.
+    qs: Vec<i8>,
+    /// Sums of each run of 16 quantized values.
+    sums16: Vec<i32>,
+}
+
+impl Q8Vec {
+    /// Quantizes `x`, whose length must be a multiple of 256.
+    pub(crate) fn new(x: &[f32]) -> Self {
+        debug_assert!(x.len().is_multiple_of(QK));
+        let blocks = x.len() / QK;
+        let mut out = Self {
+            d: vec![0.0; blocks],
+            qs: vec![0; x.len()],
+            sums16: vec![0; x.len() / 16],
+        };
+        pulp::Arch::new().dispatch(Quantize { x, out: &mut out });
+        out
+    }
+
+    /// Values held.
+    pub(crate) fn len(&self) -> usize {
+        self.qs.len()
+    }
+}
+
+/// [`Q8Vec::new`]'s loop, compiled per vector extension.
+struct Quantize<'a> {
+    x: &'a [f32],
+    out: &'a mut Q8Vec,
+}
+
+impl pulp::WithSimd for Quantize<'_> {
+    type Output = ();
+
+    #[inline(always)]
+    fn with_simd<S: pulp::Simd>(self, _simd: S) {
+        let Self { x, out } = self;
+        {
+            for (b, xs) in x.chunks_exact(QK).enumerate() {
+                let amax = xs.iter().fold(0f32, |m, v| m.max(v.abs()));
+                if amax == 0.0 {
+                    continue;
+                }
+                let d = amax / 127.0;
+                let id = 127.0 / amax;
+                out.d[b] = d;
+                let qs = &mut out.qs[b * QK..(b + 1) * QK];
+                for (q, &v) in qs.iter_mut().zip(xs) {
+                    let s = v * id;
+                    // Round half away from zero without a libm call.
+                    *q = (s + 0.5f32.copysign(s)).clamp(-127.0, 127.0) as i8;
+                }
+                for (sum, run) in out.sums16[b * 16..(b + 1) * 16]
+                    .iter_mut()
+                    .zip(qs.chunks_exact(16))
+                {
+                    *sum = run.iter().map(|&q| q as i32).sum();
+                }
+            }
+        }
+    }
+}
+
+/// IEEE half precision bits to f32.
+#[inline(always)]
+fn f16_to_f32(lo: u8, hi: u8) -> f32 {
+    let bits = u16::from_le_bytes([lo, hi]);
+    let sign = ((bits >> 15) as u32) << 31;
+    let exp = ((bits >> 10) & 0x1f) as u32;
+    let man = (bits & 0x3ff) as u32;
+    match exp {
+        0 => {
+            let v = man as f32 * (1.0 / 16_777_216.0);
+            if sign != 0 {
+                -v
+            } else {
+                v
+            }
+        }
+        31 => f32::from_bits(sign | 0x7f80_0000 | (man << 13)),
+        _ => f32::from_bits(sign | ((exp + 112) << 23) | (man << 13)),
+    }
+}
+
+/// Dot product of 32 unsigned quants with 32 signed activations.
+#[inline(always)]
+fn dot32(q: &[u8; 32], y: &[i8; 32]) -> i32 {
+    let mut s = 0i32;
+    for l in 0..32 {
+        s += q[l] as i32 * y[l] as i32;
+    }
+    s
+}
+
+/// Dot product of 16 unsigned quants with 16 signed activations.
+#[inline(always)]
+fn dot16(q: &[u8; 16], y: &[i8; 16]) -> i32 {
+    let mut s = 0i32;
+    for l in 0..16 {
+        s += q[l] as i32 * y[l] as i32;
+    }
+    s
+}
+
+/// One Q4_K row · `x`.
+#[inline(always)]
+fn dot_q4k(row: &[u8], x: &Q8Vec) -> f32 {
+    let mut acc = 0f32;
+    for (b, blk) in row.chunks_exact(Q4K_BYTES).enumerate() {
+        let d = f16_to_f32(blk[0], blk[1]);
+        let dmin = f16_to_f32(blk[2], blk[3]);
+        let (scales, mins) = q4k_scales(&blk[4..16]);
+        let qs = &blk[16..Q4K_BYTES];
+        let y = &x.qs[b * QK..(b + 1) * QK];
+        let sums = &x.sums16[b * 16..(b + 1) * 16];
+        let mut sumi = 0i32;
+        let mut summ = 0i32;
+        for j in 0..4 {
+            let packed = &qs[32 * j..32 * j + 32];
+            let mut lo = [0u8; 32];
+            let mut hi = [0u8; 32];
+            for l in 0..32 {
+                lo[l] = packed[l] & 0x0f;
+                hi[l] = packed[l] >> 4;
+            }
+            let ylo: &[i8; 32] = y[64 * j..64 * j + 32].try_into().unwrap_or(&[0; 32]);
+            let yhi: &[i8; 32] = y[64 * j + 32..64 * j + 64].try_into().unwrap_or(&[0; 32]);
+            sumi += scales[2 * j] as i32 * dot32(&lo, ylo);
+            sumi += scales[2 * j + 1] as i32 * dot32(&hi, yhi);
+            summ += mins[2 * j] as i32 * (sums[4 * j] + sums[4 * j + 1]);
+            summ += mins[2 * j + 1] as i32 * (sums[4 * j + 2] + sums[4 * j + 3]);
+        }
+        acc += x.d[b] * (d * sumi as f32 - dmin * summ as f32);
+    }
+    acc
+}
+
+/// One Q6_K row · `x`.
+#[inline(always)]
+fn dot_q6k(row: &[u8], x: &Q8Vec) -> f32 {
+    let mut acc = 0f32;
+    for (b, blk) in row.chunks_exact(Q6K_BYTES).enumerate() {
+        let ql = &blk[0..128];
+        let qh = &blk[128..192];
+        let scales = &blk[192..208];
+        let d = f16_to_f32(blk[208], blk[209]);
+        // The 6-bit quants (0..63, value - 32) in natural order.
+        let mut q = [0u8; QK];
+        for n in 0..2 {
+            let (ql, qh) = (&ql[64 * n..64 * n + 64], &qh[32 * n..32 * n + 32]);
+            let out = &mut q[128 * n..128 * n + 128];
+            for l in 0..32 {
+                let h = qh[l];
+                out[l] = (ql[l] & 0x0f) | ((h & 3) << 4);
+                out[l + 32] = (ql[l + 32] & 0x0f) | (((h >> 2) & 3) << 4);
+                out[l + 64] = (ql[l] >> 4) | (((h >> 4) & 3) << 4);
+                out[l + 96] = (ql[l + 32] >> 4) | (((h >> 6) & 3) << 4);
+            }
+        }
+        let y = &x.qs[b * QK..(b + 1) * QK];
+        let sums = &x.sums16[b * 16..(b + 1) * 16];
+        let mut sumi = 0i32;
+        for sub in 0..16 {
+            let qs: &[u8; 16] = q[16 * sub..16 * sub + 16].try_into().unwrap_or(&[0; 16]);
+            let ys: &[i8; 16] = y[16 * sub..16 * sub + 16].try_into().unwrap_or(&[0; 16]);
+            let scale = scales[sub] as i8 as i32;
+            sumi += scale * (dot16(qs, ys) - 32 * sums[sub]);
+        }
+        acc += x.d[b] * d * sumi as f32;
+    }
+    acc
+}
+
+/// `out[r] = W[r] · x` for the rows of `w`, a `(out.len(), x.len())` matrix
+/// of `dtype` in GGUF block layout. Fails on a type [`supports`] rejects or
+/// on sizes that do not match.
+pub(crate) fn matvec(
+    dtype: GgmlDType,
+    w: &[u8],
+    x: &Q8Vec,
+    out: &mut [f32],
+) -> candle_core::Result<()> {
+    let cols = x.len();
+    let block_bytes = match dtype {
+        GgmlDType::Q4K => Q4K_BYTES,
+        GgmlDType::Q6K => Q6K_BYTES,
+        other => candle_core::bail!("no direct kernel for {other:?} weights"),
+    };
+    let row_bytes = cols / QK * block_bytes;
+    if !cols.is_multiple_of(QK) || w.len() != row_bytes * out.len() {
+        candle_core::bail!(
+            "{dtype:?} matrix of {} bytes does not hold {} rows of {cols}",
+            w.len(),
+            out.len()
+        );
+    }
+    #[cfg(target_arch = "x86_64")]
+    if let Some(simd) = pulp::x86::V3::try_new() {
+        pulp::Simd::vectorize(
+            simd,
+            avx2::MatVec {
+                simd,
+                q6k: dtype == GgmlDType::Q6K,
+                w,
+                row_bytes,
+                x,
+                out,
+            },
+        );
+        return Ok(());
+    }
+    pulp::Arch::new().dispatch(MatVec {
+        q6k: dtype == GgmlDType::Q6K,
+        w,
+        row_bytes,
+        x,
+        out,
+    });
+    Ok(())
+}
+
+/// [`matvec`]'s loop, compiled per vector extension.
+struct MatVec<'a> {
+    q6k: bool,
+    w: &'a [u8],
+    row_bytes: usize,
+    x: &'a Q8Vec,
+    out: &'a mut [f32],
+}
+
+impl pulp::WithSimd for MatVec<'_> {
+    type Output = ();
+
+    #[inline(always)]
+    fn with_simd<S: pulp::Simd>(self, _simd: S) {
+        let rows = self.out.iter_mut().zip(self.w.chunks_exact(self.row_bytes));
+        if self.q6k {
+            for (o, row) in rows {
+                *o = dot_q6k(row, self.x);
+            }
+        } else {
+            for (o, row) in rows {
+                *o = dot_q4k(row, self.x);
+            }
+        }
+    }
+}
+
+/// The 6-bit scales and mins of a Q4_K block.
+#[inline(always)]
+fn q4k_scales(sc: &[u8]) -> ([u8; 8], [u8; 8]) {
+    let mut scales = [0u8; 8];
+    let mut mins = [0u8; 8];
+    for j in 0..4 {
+        scales[j] = sc[j] & 63;
+        mins[j] = sc[j + 4] & 63;
+        scales[j + 4] = (sc[j + 8] & 0x0f) | ((sc[j] >> 6) << 4);
+        mins[j + 4] = (sc[j + 8] >> 4) | ((sc[j + 4] >> 6) << 4);
+    }
+    (scales, mins)
+}
+
+/// The same kernels written with AVX2 integer multiply-adds.
+#[cfg(target_arch = "x86_64")]
+mod avx2 {
+    use core::arch::x86_64::{__m256, __m256i};
+
+    use pulp::bytemuck::cast;
+    use pulp::x86::V3;
+
+    use super::{f16_to_f32, q4k_scales, Q8Vec, Q4K_BYTES, Q6K_BYTES, QK};
+
+    /// [`super::matvec`]'s loop for AVX2 machines.
+    pub(super) struct MatVec<'a> {
+        pub(super) simd: V3,
+        pub(super) q6k: bool,
+        pub(super) w: &'a [u8],
+        pub(super) row_bytes: usize,
+        pub(super) x: &'a Q8Vec,
+        pub(super) out: &'a mut [f32],
+    }
+
+    impl pulp::WithSimd for MatVec<'_> {
+        type Output = ();
+
+        #[inline(always)]
+        fn with_simd<S: pulp::Simd>(self, _simd: S) {
+            let simd = self.simd;
+            let rows = self.out.iter_mut().zip(self.w.chunks_exact(self.row_bytes));
+            if self.q6k {
+                for (o, row) in rows {
+                    *o = dot_q6k(simd, row, self.x);
+                }
+            } else {
+                for (o, row) in rows {
+                    *o = dot_q4k(simd, row, self.x);
+                }
+            }
+        }
+    }
+
+    #[inline(always)]
+    fn load(b: &[u8]) -> __m256i {
+        let a: [u8; 32] = <[u8; 32]>::try_from(&b[..32]).unwrap_or([0; 32]);
+        cast(a)
+    }
+
+    #[inline(always)]
+    fn load_i8(b: &[i8]) -> __m256i {
+        let a: [i8; 32] = <[i8; 32]>::try_from(&b[..32]).unwrap_or([0; 32]);
+        cast(a)
+    }
+
+    #[inline(always)]
+    fn hsum(v: __m256) -> f32 {
+        let a: [f32; 8] = cast(v);
+        (a[0] + a[4]) + (a[1] + a[5]) + ((a[2] + a[6]) + (a[3] + a[7]))
+    }
+
+    #[inline(always)]
+    fn dot_q4k(simd: V3, row: &[u8], x: &Q8Vec) -> f32 {
+        let (avx, avx2) = (simd.avx, simd.avx2);
+        let m4 = avx._mm256_set1_epi8(0x0f);
+        let mut accv = avx._mm256_setzero_ps();
+        let mut acc = 0f32;
+        for (b, blk) in row.chunks_exact(Q4K_BYTES).enumerate() {
+            let d = f16_to_f32(blk[0], blk[1]);
+            let dmin = f16_to_f32(blk[2], blk[3]);
+            let (scales, mins) = q4k_scales(&blk[4..16]);
+            let qs = &blk[16..Q4K_BYTES];
+            let y = &x.qs[b * QK..(b + 1) * QK];
+            let sums = &x.sums16[b * 16..(b + 1) * 16];
+            let mut sum = avx._mm256_setzero_si256();
+            let mut summ = 0i32;
+            for j in 0..4 {
+                let q = load(&qs[32 * j..]);
+                let lo = avx2._mm256_and_si256(q, m4);
+                let hi = avx2._mm256_and_si256(avx2._mm256_srli_epi16::<4>(q), m4);
+                let plo = avx2._mm256_maddubs_epi16(lo, load_i8(&y[64 * j..]));
+                let phi = avx2._mm256_maddubs_epi16(hi, load_i8(&y[64 * j + 32..]));
+                let slo = avx2._mm256_madd_epi16(plo, avx._mm256_set1_epi16(scales[2 * j] as i16));
+                let shi =
+                    avx2._mm256_madd_epi16(phi, avx._mm256_set1_epi16(scales[2 * j + 1] as i16));
+                sum = avx2._mm256_add_epi32(sum, avx2._mm256_add_epi32(slo, shi));
+                summ += mins[2 * j] as i32 * (sums[4 * j] + sums[4 * j + 1]);
+                summ += mins[2 * j + 1] as i32 * (sums[4 * j + 2] + sums[4 * j + 3]);
+            }
+            let xd = x.d[b];
+            accv = simd.fma._mm256_fmadd_ps(
+                avx._mm256_cvtepi32_ps(sum),
+                avx._mm256_set1_ps(xd * d),
+                accv,
+            );
+            acc -= xd * dmin * summ as f32;
+        }
+        hsum(accv) + acc
+    }
+
+    #[inline(always)]
+    fn dot_q6k(simd: V3, row: &[u8], x: &Q8Vec) -> f32 {
+        let (avx, avx2) = (simd.avx, simd.avx2);
+        let m4 = avx._mm256_set1_epi8(0x0f);
+        let m30 = avx._mm256_set1_epi8(0x30);
+        let mut accv = avx._mm256_setzero_ps();
+        let mut acc = 0f32;
+        for (b, blk) in row.chunks_exact(Q6K_BYTES).enumerate() {
+            let scales = &blk[192..208];
+            let d = f16_to_f32(blk[208], blk[209]);
+            let y = &x.qs[b * QK..(b + 1) * QK];
+            let sums = &x.sums16[b * 16..(b + 1) * 16];
+            let mut sum = avx._mm256_setzero_si256();
+            for n in 0..2 {
+                let ql0 = load(&blk[64 * n..]);
+                let ql1 = load(&blk[64 * n + 32..]);
+                let qh = load(&blk[128 + 32 * n..]);
+                let and = |a, b| avx2._mm256_and_si256(a, b);
+                let or = |a, b| avx2._mm256_or_si256(a, b);
+                let q = [
+                    or(and(ql0, m4), and(avx2._mm256_slli_epi16::<4>(qh), m30)),
+                    or(and(ql1, m4), and(avx2._mm256_slli_epi16::<2>(qh), m30)),
+                    or(and(avx2._mm256_srli_epi16::<4>(ql0), m4), and(qh, m30)),
+                    or(
+                        and(avx2._mm256_srli_epi16::<4>(ql1), m4),
+                        and(avx2._mm256_srli_epi16::<2>(qh), m30),
+                    ),
+                ];
+                for (g, q) in q.into_iter().enumerate() {
+                    let p = avx2._mm256_maddubs_epi16(q, load_i8(&y[128 * n + 32 * g..]));
+                    let s0 = scales[8 * n + 2 * g] as i8 as i16;
+                    let s1 = scales[8 * n + 2 * g + 1] as i8 as i16;
+                    let sv: __m256i = cast([
+                        s0, s0, s0, s0, s0, s0, s0, s0, s1, s1, s1, s1, s1, s1, s1, s1,
+                    ]);
+                    sum = avx2._mm256_add_epi32(sum, avx2._mm256_madd_epi16(p, sv));
+                }
+            }
+            let mut off = 0i32;
+            for (sub, &s) in sums.iter().enumerate() {
+                off += scales[sub] as i8 as i32 * s;
+            }
+            let dd = d * x.d[b];
+            accv =
+                simd.fma
+                    ._mm256_fmadd_ps(avx._mm256_cvtepi32_ps(sum), avx._mm256_set1_ps(dd), accv);
+            acc -= dd * (32 * off) as f32;
+        }
+        hsum(accv) + acc
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::quantized::{QMatMul, QTensor};
+    use candle_core::{Device, Module, Tensor};
+
+    fn values(n: usize, seed: u64) -> Vec<f32> {
+        let mut state = seed;
+        (0..n)
+            .map(|_| {
+                state = state
+                    .wrapping_mul(6_364_136_223_846_793_005)
+                    .wrapping_add(1_442_695_040_888_963_407);
+                ((state >> 40) as f32 / (1u64 << 24) as f32 - 0.5) * 2.0
+            })
+            .collect()
+    }
+
+    #[test]
+    fn half_floats_decode() {
+        for v in [
+            0.0f32,
+            1.0,
+            -2.5,
+            65504.0,
+            6.1035156e-5,
+            5.9604645e-8,
+            -0.33325195,
+        ] {
+            let bits = candle_core::Tensor::new(&[v], &Device::Cpu)
+                .unwrap()
+                .to_dtype(candle_core::DType::F16)
+                .unwrap()
+                .to_dtype(candle_core::DType::F32)
+                .unwrap()
+                .to_vec1::<f32>()
+                .unwrap()[0];
+            let h = QTensor::quantize(
+                &Tensor::new(&[v; 32], &Device::Cpu).unwrap(),
+                GgmlDType::F16,
+            )
+            .unwrap();
+            let raw = h.data().unwrap();
+            assert_eq!(f16_to_f32(raw[0], raw[1]), bits, "{v}");
+        }
+    }
+
+    #[test]
+    fn kernels_match_candle_and_the_dequantized_matrix() {
+        let (rows, cols) = (48, 768);
+        let x = values(cols, 7);
+        let xt = Tensor::from_vec(x.clone(), (1, cols), &Device::Cpu).unwrap();
+        let xq = Q8Vec::new(&x);
+        for dtype in [GgmlDType::Q4K, GgmlDType::Q6K] {
+            let w = Tensor::from_vec(values(rows * cols, 11), (rows, cols), &Device::Cpu).unwrap();
+            let q = QTensor::quantize(&w, dtype).unwrap();
+            let mut got = vec![0f32; rows];
+            let data = q.data().unwrap().into_owned();
+            matvec(dtype, &data, &xq, &mut got).unwrap();
+            // The portable kernels agree with the dispatched ones.
+            let row_bytes = data.len() / rows;
+            for (r, row) in data.chunks_exact(row_bytes).enumerate() {
+                let portable = match dtype {
+                    GgmlDType::Q4K => dot_q4k(row, &xq),
+                    _ => dot_q6k(row, &xq),
+                };
+                assert!((portable - got[r]).abs() <= 1e-3 * got[r].abs().max(1.0));
+            }
+            let exact: Vec<f32> = xt
+                .matmul(&q.dequantize(&Device::Cpu).unwrap().t().unwrap())
+                .unwrap()
+                .flatten_all()
+                .unwrap()
+                .to_vec1()
+                .unwrap();
+            let candle: Vec<f32> = QMatMul::from_qtensor(q)
+                .unwrap()
+                .forward(&xt)
+                .unwrap()
+                .flatten_all()
+                .unwrap()
+                .to_vec1()
+                .unwrap();
+            let scale = exact.iter().fold(0f32, |m, v| m.max(v.abs()));
+            for r in 0..rows {
+                // 8-bit activations: error a small fraction of the output scale,
+                // no worse than candle's own 8-bit path.
+                let ours = (got[r] - exact[r]).abs();
+                let theirs = (candle[r] - exact[r]).abs();
+                assert!(
+                    ours <= 0.01 * scale,
+                    "{dtype:?} row {r}: {} vs {}",
+                    got[r],
+                    exact[r]
+                );
+                assert!(
+                    ours <= 2.0 * theirs + 1e-3 * scale,
+                    "{dtype:?} row {r}: {ours} vs {theirs}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn zero_activations_and_bad_sizes() {
+        let q = QTensor::quantize(
+            &Tensor::from_vec(values(16 * 256, 3), (16, 256), &Device::Cpu).unwrap(),
+            GgmlDType::Q4K,
+        )
+        .unwrap();
+        let zero = Q8Vec::new(&[0f32; 256]);
+        let mut out = vec![1f32; 16];
+        matvec(GgmlDType::Q4K, &q.data().unwrap(), &zero, &mut out).unwrap();
+        assert!(out.iter().all(|&v| v == 0.0));
+        let mut short = vec![0f32; 15];
+        assert!(matvec(GgmlDType::Q4K, &q.data().unwrap(), &zero, &mut short).is_err());
+        assert!(matvec(GgmlDType::Q8_0, &q.data().unwrap(), &zero, &mut out).is_err());
+        assert!(!supports(GgmlDType::Q8_0));
+    }
+}
