@@ -473,7 +473,19 @@ pub(crate) fn llm_footprint(path: &Path, context: usize) -> Result<ModelFootprin
         let config_path = path.join("config.json");
         let bytes = std::fs::read(&config_path).map_err(|e| invalid(&config_path, e))?;
         let config = Qwen3Config::from_hf_json(&bytes).map_err(|e| invalid(&config_path, e))?;
-        (weights, config)
+        // A block-scaled FP8 checkpoint's weights are dequantized to 16 bits
+        // when loaded: twice their size on disk (an upper bound, since its
+        // embeddings and norms are 16-bit already).
+        let fp8 = serde_json::from_slice::<serde_json::Value>(&bytes)
+            .is_ok_and(|v| v["quantization_config"]["quant_method"] == "fp8");
+        (
+            if fp8 {
+                weights.saturating_mul(2)
+            } else {
+                weights
+            },
+            config,
+        )
     } else {
         let mut file = std::fs::File::open(path).map_err(|e| invalid(path, e))?;
         let size = file.metadata().map_err(|e| invalid(path, e))?.len();
@@ -865,6 +877,16 @@ mod tests {
         let cpu = lectern_models::candle_device(&DeviceKind::Cpu).unwrap();
         let llm = Llm::load(&path, &cpu, 256).expect("tiny model loads");
         (path, llm)
+    }
+
+    #[test]
+    fn an_fp8_checkpoint_is_counted_at_its_loaded_size() {
+        let dir = models_dir().join("tiny-qwen3-fp8");
+        let on_disk = std::fs::metadata(dir.join("model.safetensors"))
+            .unwrap()
+            .len();
+        let fp8 = llm_footprint(&dir, 256).unwrap();
+        assert_eq!(fp8.weights_bytes, 2 * on_disk);
     }
 
     #[test]

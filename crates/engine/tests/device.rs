@@ -4,6 +4,8 @@
 //! Everything runs in one test because the environment variable is
 //! process-wide; each engine reads it when it opens.
 
+mod common;
+
 use std::path::PathBuf;
 use std::sync::mpsc::Receiver;
 
@@ -11,22 +13,7 @@ use lectern_engine::{DevicePreference, Engine, EngineConfig, GpuEvent, RecoveryS
 use lectern_gpu::DeviceKind;
 
 fn models_dir() -> PathBuf {
-    let dir = std::env::var_os("LECTERN_MODELS_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(std::env::var_os("HOME").expect("HOME is set"))
-                .join(".cache")
-                .join("lectern")
-                .join("models")
-        });
-    assert!(
-        dir.join("all-MiniLM-L6-v2")
-            .join("model.safetensors")
-            .is_file(),
-        "test models not found in {}: run models/provision.sh",
-        dir.display()
-    );
-    dir
+    common::models_dir_with(&["all-MiniLM-L6-v2/model.safetensors"])
 }
 
 /// Opens an engine on a fresh data folder with the simulator configured as

@@ -4,6 +4,8 @@
 //! order is the retrieval order; a broken reranker never breaks search in
 //! `auto` and is a clear error in `on`.
 
+mod common;
+
 use std::path::PathBuf;
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
@@ -15,22 +17,7 @@ use lectern_engine::{
 use lectern_models::{Reranker, RerankerConfig};
 
 fn models_dir() -> PathBuf {
-    let dir = std::env::var_os("LECTERN_MODELS_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(std::env::var_os("HOME").expect("HOME is set"))
-                .join(".cache")
-                .join("lectern")
-                .join("models")
-        });
-    assert!(
-        dir.join("tiny-reranker")
-            .join("model.safetensors")
-            .is_file(),
-        "test models not found in {}: run models/provision.sh",
-        dir.display()
-    );
-    dir
+    common::models_dir_with(&["tiny-reranker/model.safetensors"])
 }
 
 const DOCS: [&str; 8] = [

@@ -2,6 +2,8 @@
 //! written here (with MiniLM's tokenizer) and the tiny random Qwen3 made by
 //! `models/provision.sh`, compared against the networks' own hidden states.
 
+mod common;
+
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
@@ -16,17 +18,7 @@ use serde_json::json;
 use tokenizers::Tokenizer;
 
 fn models_dir() -> PathBuf {
-    let dir = std::env::var_os("LECTERN_MODELS_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(std::env::var_os("HOME").expect("HOME")).join(".cache/lectern/models")
-        });
-    assert!(
-        dir.join("tiny-qwen3").is_dir() && dir.join("all-MiniLM-L6-v2").is_dir(),
-        "test models missing in {}: run models/provision.sh",
-        dir.display()
-    );
-    dir
+    common::models_dir_with(&["tiny-qwen3", "all-MiniLM-L6-v2"])
 }
 
 const HIDDEN: usize = 64;

@@ -5,23 +5,15 @@
 //! Qwen3 with every linear weight stored as float8 e4m3 in 32×32 blocks,
 //! and the exact values that FP8 file stands for, in f32.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 
 use candle_core::Device;
 use lectern_models::{Logits, ModelError, Qwen3, Qwen3Options};
 
 fn models_dir() -> PathBuf {
-    let dir = std::env::var_os("LECTERN_MODELS_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(std::env::var_os("HOME").expect("HOME")).join(".cache/lectern/models")
-        });
-    assert!(
-        dir.join("tiny-qwen3-fp8/model.safetensors").is_file(),
-        "tiny FP8 Qwen3 missing in {}: run models/provision.sh",
-        dir.display()
-    );
-    dir
+    common::models_dir_with(&["tiny-qwen3-fp8/model.safetensors"])
 }
 
 fn load(path: &Path) -> Result<Qwen3, ModelError> {

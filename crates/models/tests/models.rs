@@ -1,6 +1,8 @@
 //! Real models, really run: all-MiniLM-L6-v2 and tiny random-weight Qwen3
 //! checkpoints provisioned by `models/provision.sh`.
 
+mod common;
+
 use std::path::PathBuf;
 
 use candle_core::Device;
@@ -10,17 +12,7 @@ use lectern_models::{
 };
 
 fn models_dir() -> PathBuf {
-    let dir = std::env::var_os("LECTERN_MODELS_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(std::env::var_os("HOME").expect("HOME")).join(".cache/lectern/models")
-        });
-    assert!(
-        dir.join("tiny-qwen3").is_dir(),
-        "test models missing in {}: run models/provision.sh",
-        dir.display()
-    );
-    dir
+    common::models_dir_with(&["tiny-qwen3"])
 }
 
 fn embedder() -> Embedder {

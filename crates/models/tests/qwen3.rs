@@ -4,6 +4,8 @@
 //! fresh prefill. Needs the tiny random-weight Qwen3 from
 //! `models/provision.sh`; the reference comes from `models/golden_qwen3.py`.
 
+mod common;
+
 use std::collections::HashMap;
 use std::fs::File;
 use std::io::BufReader;
@@ -30,17 +32,7 @@ const Q8_TOL: f32 = 0.02;
 const SAME_MODEL_TOL: f32 = 1e-4;
 
 fn models_dir() -> PathBuf {
-    let dir = std::env::var_os("LECTERN_MODELS_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(std::env::var_os("HOME").expect("HOME")).join(".cache/lectern/models")
-        });
-    assert!(
-        dir.join("tiny-qwen3/model.safetensors").is_file() && dir.join("tiny-qwen3.gguf").is_file(),
-        "tiny Qwen3 test model missing in {}: run models/provision.sh",
-        dir.display()
-    );
-    dir
+    common::models_dir_with(&["tiny-qwen3/model.safetensors", "tiny-qwen3.gguf"])
 }
 
 fn st_path() -> PathBuf {

@@ -3,6 +3,8 @@
 //! transformers' logits for the same pairs (fixture from
 //! `models/golden_reranker.py`).
 
+mod common;
+
 use std::path::PathBuf;
 
 use candle_core::Device;
@@ -24,11 +26,7 @@ struct Case {
 }
 
 fn models_dir() -> PathBuf {
-    std::env::var_os("LECTERN_MODELS_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(std::env::var_os("HOME").expect("HOME")).join(".cache/lectern/models")
-        })
+    common::models_dir_with(&[])
 }
 
 fn tiny(name: &str) -> PathBuf {

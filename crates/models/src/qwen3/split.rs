@@ -361,6 +361,7 @@ impl RowSplit {
 
 #[cfg(test)]
 mod tests {
+    use super::super::weights::tests::max_diff;
     use super::super::weights::Embedding;
     use super::*;
     use candle_core::quantized::{QMatMul, QTensor};
@@ -377,19 +378,6 @@ mod tests {
     fn split(q: &Arc<QTensor>) -> RowSplit {
         let linear = Embedding::Quantized(q.clone()).as_linear().unwrap();
         RowSplit::new(linear).unwrap().unwrap()
-    }
-
-    fn max_diff(a: &Tensor, b: &Tensor) -> f32 {
-        (a - b)
-            .unwrap()
-            .abs()
-            .unwrap()
-            .flatten_all()
-            .unwrap()
-            .max(0)
-            .unwrap()
-            .to_scalar::<f32>()
-            .unwrap()
     }
 
     #[test]

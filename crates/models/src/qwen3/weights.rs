@@ -415,7 +415,7 @@ impl WeightSource {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     fn quantized(rows: usize, cols: usize, dtype: GgmlDType, seed: u64) -> Linear {
@@ -435,7 +435,8 @@ mod tests {
         }
     }
 
-    fn max_diff(a: &Tensor, b: &Tensor) -> f32 {
+    /// Largest absolute difference between two tensors of one shape.
+    pub(crate) fn max_diff(a: &Tensor, b: &Tensor) -> f32 {
         (a - b)
             .unwrap()
             .abs()
