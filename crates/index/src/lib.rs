@@ -252,15 +252,19 @@ impl Library {
             .clone()
     }
 
-    async fn recover(&self) -> Result<(), IndexError> {
-        let known: HashSet<String> = self
-            .manifest
+    /// Ids of the documents the manifest lists.
+    pub(crate) async fn manifest_doc_ids(&self) -> HashSet<String> {
+        self.manifest
             .read()
             .await
             .documents
             .keys()
             .cloned()
-            .collect();
+            .collect()
+    }
+
+    async fn recover(&self) -> Result<(), IndexError> {
+        let known = self.manifest_doc_ids().await;
         let text = self.text.clone();
         let text_docs = tokio::task::spawn_blocking(move || text.doc_ids())
             .await

@@ -231,14 +231,7 @@ impl Library {
         if !self.pending_in(&shadow).await?.is_empty() {
             return Ok(false);
         }
-        let known: HashSet<String> = self
-            .manifest
-            .read()
-            .await
-            .documents
-            .keys()
-            .cloned()
-            .collect();
+        let known = self.manifest_doc_ids().await;
         let gone: Vec<String> = shadow
             .doc_ids()
             .await?

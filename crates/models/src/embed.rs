@@ -257,6 +257,24 @@ fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T, ModelErro
 
 /// The pooling sentence-transformers' `1_Pooling/config.json` asks for, if
 /// the file is there.
+/// The folder's `tokenizer.json`, cutting inputs at `max_length` tokens and
+/// padding nothing (batches are padded by hand after sorting by length).
+fn truncating_tokenizer(dir: &Path, max_length: usize) -> Result<Tokenizer, ModelError> {
+    let tok_path = require(dir.join("tokenizer.json"), "embedder tokenizer.json")?;
+    let mut tokenizer = Tokenizer::from_file(&tok_path).map_err(|e| ModelError::InvalidFile {
+        path: tok_path.clone(),
+        message: e.to_string(),
+    })?;
+    tokenizer
+        .with_truncation(Some(TruncationParams {
+            max_length,
+            ..Default::default()
+        }))
+        .map_err(tok_err)?;
+    tokenizer.with_padding(None);
+    Ok(tokenizer)
+}
+
 fn st_pooling(dir: &Path) -> Option<Pooling> {
     #[derive(Deserialize)]
     struct StPooling {
@@ -284,21 +302,8 @@ impl Embedder {
         let dir = &config.dir;
         let cfg_path = require(dir.join("config.json"), "embedder config.json")?;
         let weights = require(dir.join("model.safetensors"), "embedder weights")?;
-        let tok_path = require(dir.join("tokenizer.json"), "embedder tokenizer.json")?;
         let bert_cfg: BertConfig = read_json(&cfg_path)?;
-        let mut tokenizer =
-            Tokenizer::from_file(&tok_path).map_err(|e| ModelError::InvalidFile {
-                path: tok_path.clone(),
-                message: e.to_string(),
-            })?;
-        tokenizer
-            .with_truncation(Some(TruncationParams {
-                max_length: config.max_tokens,
-                ..Default::default()
-            }))
-            .map_err(tok_err)?;
-        // Batches are padded by hand after sorting by length.
-        tokenizer.with_padding(None);
+        let tokenizer = truncating_tokenizer(dir, config.max_tokens)?;
         let data = std::fs::read(&weights).map_err(|e| ModelError::InvalidFile {
             path: weights.clone(),
             message: e.to_string(),
@@ -332,20 +337,8 @@ impl Embedder {
     /// Loads a Qwen3 checkpoint (safetensors folder) as an embedder.
     fn load_decoder(config: EmbedderConfig, device: &Device) -> Result<Self, ModelError> {
         let dir = &config.dir;
-        let tok_path = require(dir.join("tokenizer.json"), "embedder tokenizer.json")?;
-        let mut tokenizer =
-            Tokenizer::from_file(&tok_path).map_err(|e| ModelError::InvalidFile {
-                path: tok_path.clone(),
-                message: e.to_string(),
-            })?;
         // Room is left for the end-of-text token appended to every input.
-        tokenizer
-            .with_truncation(Some(TruncationParams {
-                max_length: config.max_tokens.max(2) - 1,
-                ..Default::default()
-            }))
-            .map_err(tok_err)?;
-        tokenizer.with_padding(None);
+        let tokenizer = truncating_tokenizer(dir, config.max_tokens.max(2) - 1)?;
         let decoder = DecoderEmbedder::load(dir, &tokenizer, device, config.max_tokens)?;
         let pooling = config.pooling.unwrap_or(Pooling::Last);
         Ok(Self {
