@@ -252,8 +252,22 @@ impl VectorStore {
         let conn = connect(dir).await?;
         let schema = schema(dim);
         let names = conn.table_names().execute().await?;
-        let table = if names.iter().any(|n| n == name) {
-            let t = conn.open_table(name).execute().await?;
+        let mut opened = None;
+        if names.iter().any(|n| n == name) {
+            match conn.open_table(name).execute().await {
+                Ok(t) => opened = Some(t),
+                Err(lancedb::Error::TableNotFound { .. }) => {
+                    // Its folder exists but no version was ever committed: a
+                    // creation cut short by a crash. Nothing in it was ever
+                    // readable, so it is made again.
+                    let path = dir.join(format!("{name}.lance"));
+                    tracing::warn!(path = %path.display(), "replacing a vector table whose creation was interrupted");
+                    std::fs::remove_dir_all(&path).map_err(|e| IndexError::io(&path, e))?;
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+        let table = if let Some(t) = opened {
             let existing = t.schema().await?;
             let missing: Vec<&str> = schema
                 .fields()
@@ -749,6 +763,27 @@ async fn maintain(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn a_table_whose_creation_was_cut_short_is_made_again() {
+        let dir = tempfile::tempdir().unwrap();
+        // A table folder with no committed version: what a crash in the
+        // middle of creating the table leaves.
+        let store = VectorStore::open_table(dir.path(), TABLE, 8).await.unwrap();
+        drop(store);
+        let versions = dir.path().join(format!("{TABLE}.lance")).join("_versions");
+        std::fs::remove_dir_all(&versions).unwrap();
+        let store = VectorStore::open_table(dir.path(), TABLE, 8).await.unwrap();
+        assert_eq!(store.count().await.unwrap(), 0);
+        drop(store);
+        // And a bare folder.
+        let other = dir.path().join("other.lance");
+        std::fs::create_dir_all(&other).unwrap();
+        let store = VectorStore::open_table(dir.path(), "other", 8)
+            .await
+            .unwrap();
+        assert_eq!(store.count().await.unwrap(), 0);
+    }
 
     #[test]
     fn index_shape_follows_table_size_and_dimension() {
