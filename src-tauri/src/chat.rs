@@ -66,10 +66,19 @@ pub async fn ask(
         return Err(CommandError::invalid_input("the question is empty"));
     }
     let engine = state.engine().await?;
-    if let Some(id) = &request.conversation_id {
-        // Fail before any work when the conversation is gone.
-        let id = id.clone();
-        with_store(&state, move |s| s.get(&id)).await?;
+    // A conversation answers from its own collection; a lone question
+    // from the one it names.
+    let collection = match &request.conversation_id {
+        Some(id) => {
+            // Fail before any work when the conversation is gone.
+            let id = id.clone();
+            with_store(&state, move |s| s.get(&id)).await?.collection
+        }
+        None => request.collection.clone(),
+    };
+    if let Some(name) = &collection {
+        // An unknown collection fails before any work, even in an empty library.
+        engine.collection(name).await?;
     }
     let started = Instant::now();
 
@@ -85,6 +94,8 @@ pub async fn ask(
     } else {
         let mut ask = AskRequest::new(question.clone());
         ask.mode = request.mode.into();
+        ask.collection = collection;
+        engine.set_rerank_mode(request.rerank.into());
         ask.generation.enable_thinking = request.think;
         let stop = state.begin_answer();
         let events: Arc<dyn Fn(AskEvent) + Send + Sync> = {

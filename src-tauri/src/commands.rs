@@ -387,8 +387,22 @@ pub async fn reindex_document(
             format!("{} is no longer there; nothing was changed", entry.path),
         ));
     }
+    // The document keeps its id when read again: it stays in its collections.
+    let member_of: Vec<String> = engine
+        .collections()
+        .await?
+        .into_iter()
+        .filter(|c| c.doc_ids.iter().any(|d| d == id))
+        .map(|c| c.name)
+        .collect();
     engine.delete_document(id).await?;
-    run_ingest(&state, vec![entry.path], on_event).await
+    let summary = run_ingest(&state, vec![entry.path], on_event).await?;
+    if engine.documents().await.iter().any(|d| d.doc_id == id) {
+        for name in member_of {
+            engine.add_to_collection(&name, &[id.to_owned()]).await?;
+        }
+    }
+    Ok(summary)
 }
 
 // ---------------------------------------------------------------- search
@@ -405,12 +419,15 @@ pub async fn search(
         return Err(CommandError::invalid_input("the search box is empty"));
     }
     let engine = state.engine().await?;
+    // The setting is the app's one preference, sent with every search.
+    engine.set_rerank_mode(request.rerank.into());
     let started = Instant::now();
     let hits = engine
         .search(&SearchRequest {
             query,
             mode: request.mode.into(),
             top_k: request.limit.clamp(1, MAX_SEARCH_HITS),
+            collection: request.collection,
         })
         .await?;
     Ok(SearchResults {

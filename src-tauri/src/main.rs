@@ -5,6 +5,7 @@
 
 mod bindings;
 mod chat;
+mod collections;
 mod commands;
 mod error;
 mod files;

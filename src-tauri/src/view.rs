@@ -6,7 +6,7 @@ use std::path::Path;
 
 use lectern_engine::{
     Answer, Conversation, ConversationSummary, DocumentEntry, GpuStatus, LibraryCounts, Message,
-    MessageRole, SearchHit, SearchMode, SourceRef,
+    MessageRole, RerankMode, SearchHit, SearchMode, SourceRef,
 };
 use serde::{Deserialize, Serialize};
 
@@ -112,14 +112,40 @@ impl From<Mode> for SearchMode {
     }
 }
 
+/// Whether the cross-encoder reranks what retrieval found: `auto` when a
+/// reranker is installed, `on` always (an error without one), `off` never.
+#[derive(Debug, Clone, Copy, Default, Deserialize, specta::Type)]
+#[serde(rename_all = "lowercase")]
+pub enum Rerank {
+    #[default]
+    Auto,
+    On,
+    Off,
+}
+
+impl From<Rerank> for RerankMode {
+    fn from(rerank: Rerank) -> Self {
+        match rerank {
+            Rerank::Auto => RerankMode::Auto,
+            Rerank::On => RerankMode::On,
+            Rerank::Off => RerankMode::Off,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Deserialize, specta::Type)]
 #[serde(rename_all = "camelCase")]
 pub struct SearchQuery {
     pub query: String,
     #[serde(default)]
     pub mode: Mode,
+    #[serde(default)]
+    pub rerank: Rerank,
     #[serde(default = "default_limit")]
     pub limit: usize,
+    /// The collection to search in; the whole library when absent.
+    #[serde(default)]
+    pub collection: Option<String>,
 }
 
 fn default_limit() -> usize {
@@ -189,12 +215,18 @@ pub struct Question {
     pub question: String,
     #[serde(default)]
     pub mode: Mode,
+    #[serde(default)]
+    pub rerank: Rerank,
     /// The conversation the question and its answer are added to.
     #[serde(default)]
     pub conversation_id: Option<String>,
     /// Let the model reason before it answers (models that can think).
     #[serde(default)]
     pub think: bool,
+    /// The collection to answer from when there is no conversation (a
+    /// conversation answers from its own collection).
+    #[serde(default)]
+    pub collection: Option<String>,
 }
 
 /// A numbered source the answer may cite.
@@ -451,6 +483,9 @@ pub struct ConversationView {
     pub created_at: u64,
     pub updated_at: u64,
     pub messages: Vec<MessageView>,
+    /// The collection its questions are answered from; the whole library
+    /// when null.
+    pub collection: Option<String>,
 }
 
 impl From<&Conversation> for ConversationView {
@@ -461,6 +496,7 @@ impl From<&Conversation> for ConversationView {
             created_at: c.created_at,
             updated_at: c.updated_at,
             messages: c.messages.iter().map(MessageView::from).collect(),
+            collection: c.collection.clone(),
         }
     }
 }
@@ -1032,5 +1068,21 @@ mod tests {
         assert_eq!(folder.detail, "missing tokenizer_config.json");
         assert_eq!(llm_view(&root.join("absent")).detail, "not found");
         std::fs::remove_dir_all(&root).unwrap();
+    }
+
+    #[test]
+    fn the_rerank_setting_arrives_with_searches_and_questions() {
+        let q: Question =
+            serde_json::from_str(r#"{"question":"What moves?","rerank":"off"}"#).unwrap();
+        assert_eq!(RerankMode::from(q.rerank), RerankMode::Off);
+        let q: SearchQuery = serde_json::from_str(r#"{"query":"moves","rerank":"on"}"#).unwrap();
+        assert_eq!(RerankMode::from(q.rerank), RerankMode::On);
+        // Older front ends send none: the engine's default applies.
+        let q: SearchQuery = serde_json::from_str(r#"{"query":"moves"}"#).unwrap();
+        assert_eq!(RerankMode::from(q.rerank), RerankMode::Auto);
+        let err = serde_json::from_str::<Question>(r#"{"question":"q","rerank":"sometimes"}"#)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("unknown variant `sometimes`"), "{err}");
     }
 }

@@ -134,6 +134,7 @@ async fn quote_check_flags_unsupported_citations_with_the_real_embedder() {
                 query: "ownership rules owner goes out of scope dropped".into(),
                 mode: lectern_engine::SearchMode::Hybrid,
                 top_k: 1,
+                collection: None,
             })
             .await
             .unwrap()

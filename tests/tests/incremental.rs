@@ -27,6 +27,7 @@ async fn bm25_paths(engine: &lectern_engine::Engine, query: &str) -> Vec<String>
             query: query.into(),
             mode: SearchMode::Bm25,
             top_k: 3,
+            collection: None,
         })
         .await
         .unwrap()

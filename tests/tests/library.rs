@@ -8,6 +8,7 @@ fn req(query: &str, mode: SearchMode) -> SearchRequest {
         query: query.into(),
         mode,
         top_k: 5,
+        collection: None,
     }
 }
 

@@ -46,6 +46,7 @@ async fn search(engine: &Engine, query: &str, mode: SearchMode) -> Vec<lectern_e
             query: query.into(),
             mode,
             top_k: 5,
+            collection: None,
         })
         .await
         .expect("search works")

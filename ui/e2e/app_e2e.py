@@ -14,13 +14,23 @@ library. Run it under a display (scripts/app-e2e.sh uses Xvfb). The flows:
 4. delete a document and see it leave the library;
 5. restart the app on the same data folder and find the conversation again.
 
-Screenshots of each screen go to the output folder.
+Along the way it checks that the app serves pdf.js's bundled CMaps and
+standard fonts to its own page (the request pdf.js makes, under the app's
+content security policy), and that the "Rerank results" setting reaches the
+engine: off leaves the passages unreranked, on reranks them.
+
+Screenshots of each screen go to the output folder, with the log of the
+driver and the app (webdriver.log). WebKitWebDriver and the app it starts run
+in a process group of their own, which is killed however the run ends
+(including SIGTERM from a timeout); its id is written to --pgid-file so a
+caller can make sure of it after a SIGKILL.
 """
 
 import argparse
 import base64
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -32,6 +42,62 @@ from pathlib import Path
 
 class Failure(Exception):
     pass
+
+
+class Stopped(BaseException):
+    """A signal asked the test to stop."""
+
+
+def on_signal(signum, _frame):
+    raise Stopped(f"stopped by {signal.Signals(signum).name}")
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def stop_group(proc, grace=5.0):
+    """Ends the driver and everything it started (the app), TERM then KILL."""
+    if proc is None:
+        return
+    for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, 5.0)):
+        try:
+            os.killpg(proc.pid, sig)
+        except ProcessLookupError:
+            break
+        deadline = time.monotonic() + wait
+        while time.monotonic() < deadline and group_alive(proc.pid):
+            proc.poll()
+            time.sleep(0.1)
+        if not group_alive(proc.pid):
+            break
+    try:
+        proc.wait(5)
+    except subprocess.TimeoutExpired:
+        pass
+
+
+def group_alive(pgid):
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    # The driver itself may be a zombie until reaped; look for live members.
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[2]) == pgid and fields[0] != "Z":
+            return True
+    return False
 
 
 def wait_for(what, check, timeout=60.0, interval=0.2):
@@ -84,6 +150,10 @@ class Driver:
     def js(self, script, *args):
         return self.request("POST", f"/session/{self.session}/execute/sync", {"script": script, "args": list(args)})
 
+    def js_async(self, script, *args):
+        """Runs `script`, which calls its last argument with the result."""
+        return self.request("POST", f"/session/{self.session}/execute/async", {"script": script, "args": list(args)})
+
     def screenshot(self, path):
         # Let the webview paint what the last script changed.
         time.sleep(0.5)
@@ -126,27 +196,74 @@ def app_ready(d):
     return d.js("return !!window.__TAURI_INTERNALS__ && /document/.test(document.getElementById('topbar-stats').textContent);")
 
 
+def fetch_bytes(d, path):
+    """Fetches `path` from the app's own origin the way pdf.js fetches its
+    data files (XMLHttpRequest, as the page is not http); [status, bytes]."""
+    return d.js_async("""const done = arguments[arguments.length - 1];
+        const x = new XMLHttpRequest();
+        x.open('GET', new URL(arguments[0], document.baseURI).href);
+        x.responseType = 'arraybuffer';
+        x.onload = () => done([x.status, x.response ? x.response.byteLength : 0]);
+        x.onerror = () => done(['refused', 0]);
+        x.send();""", path)
+
+
+def set_rerank(d, value):
+    d.js("""const s = document.getElementById('settings-rerank'); s.value = arguments[0];
+            s.dispatchEvent(new Event('change'));""", value)
+
+
+def last_inspector_rerank_cells(d):
+    """The rerank column of the last answer's inspector: numbers or '–'."""
+    return d.js("""const i = [...document.querySelectorAll('.answer .inspector')].pop();
+        return i ? [...i.querySelectorAll('tbody tr')].map(r => r.children[5].textContent) : [];""")
+
+
+def wait_answer_done(d):
+    wait_for("the answer to finish", lambda: d.js("const a = document.querySelectorAll('.answer'); return a.length > 0 && a[a.length-1].getAttribute('aria-busy') === 'false';"), 600, 0.5)
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--app", required=True, type=Path)
     ap.add_argument("--docs", required=True, type=Path, help="folder of documents to add")
     ap.add_argument("--out", required=True, type=Path, help="screenshots go here")
-    ap.add_argument("--port", type=int, default=4445)
+    ap.add_argument("--dist", type=Path, default=Path(__file__).resolve().parents[1] / "dist",
+                    help="the built UI the app embeds")
+    ap.add_argument("--port", type=int, default=0, help="WebKitWebDriver's port (default: a free one)")
+    ap.add_argument("--pgid-file", type=Path, help="write the driver's process group id here")
     args = ap.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
+    port = args.port or free_port()
+    started = time.monotonic()
 
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        signal.signal(sig, on_signal)
     env = dict(os.environ, TAURI_WEBVIEW_AUTOMATION="true")
     log = (args.out / "webdriver.log").open("w")
-    native = subprocess.Popen(["WebKitWebDriver", f"--port={args.port}"], env=env, stdout=log, stderr=log)
-    d = Driver(args.port)
+    native = None
+    d = Driver(port)
+    graceful = True
     try:
-        wait_for("WebKitWebDriver", lambda: port_open(args.port), 20)
+        # The driver and the app it starts get a process group of their own.
+        native = subprocess.Popen(["WebKitWebDriver", f"--port={port}"], env=env, stdout=log, stderr=log,
+                                  start_new_session=True)
+        if args.pgid_file:
+            args.pgid_file.write_text(str(native.pid))
+        wait_for("WebKitWebDriver", lambda: port_open(port) or native.poll() is not None, 20)
+        if native.poll() is not None:
+            raise Failure(f"WebKitWebDriver exited with status {native.returncode} (see {args.out / 'webdriver.log'})")
 
         # 1. Empty library.
         d.start(args.app)
         wait_for("the library to open", lambda: app_ready(d), 180)
         check("empty library counts", d.text("#topbar-stats").startswith("0 documents"), d.text("#topbar-stats"))
         check("no conversations yet", d.visible("#conversations-empty"))
+        for data in ("pdfjs/cmaps/UniJIS-UCS2-H.bcmap", "pdfjs/standard_fonts/FoxitSerif.pfb"):
+            status, size = fetch_bytes(d, data)
+            want = (args.dist / data).stat().st_size
+            check(f"the app serves pdf.js's {data} to its page", status in (0, 200) and size == want,
+                  f"status {status}, {size} bytes, want {want}")
         ask(d, "What is ownership?")
         wait_for("the not-in-documents state", lambda: d.count(".not-found") == 1, 60)
         check("an empty library says the answer is not in the documents", "Not in your documents" in d.text(".not-found"))
@@ -166,17 +283,26 @@ def main():
         check("the filter narrows the table", d.count("#documents-body tr") == 1, d.count("#documents-body tr"))
         d.js("const f = document.getElementById('library-filter'); f.value = ''; f.dispatchEvent(new Event('input'));")
 
-        # 3. Ask with the tiny model.
+        # 3. Ask with the tiny model: first with reranking off, then on.
         d.click("#tab-chat")
         d.click("#new-chat")
+        set_rerank(d, "off")
         ask(d, "How does Rust ownership move a String?")
         wait_for("sources to arrive", lambda: d.count(".answer .inspector:not([hidden]) tbody tr") > 0, 180)
-        wait_for("the answer to finish", lambda: d.js("const a = document.querySelectorAll('.answer'); return a[a.length-1].getAttribute('aria-busy') === 'false';"), 600, 0.5)
+        wait_answer_done(d)
         streamed = d.js("const a = document.querySelectorAll('.answer'); return Number(a[a.length-1].dataset.tokens || 0);")
         check("the answer streamed token by token", streamed > 1, streamed)
         check("the answer has text", len(d.text(".answer .answer-text") or "") > 0)
         rows = d.count(".answer:last-of-type .inspector tbody tr") or d.count(".inspector tbody tr")
         check("the inspector lists the passages", rows > 0, rows)
+        cells = last_inspector_rerank_cells(d)
+        check("with reranking off no passage has a rerank score", cells and all(c == "–" for c in cells), cells)
+        set_rerank(d, "on")
+        ask(d, "What happens to the original String after the move?")
+        wait_for("the second answer", lambda: d.count(".answer") == 2, 30)
+        wait_answer_done(d)
+        cells = last_inspector_rerank_cells(d)
+        check("with reranking on every passage has a rerank score", cells and all(c != "–" for c in cells), cells)
         chips = d.count(".answer button.cite")
         if chips:
             d.click(".answer button.cite")
@@ -200,6 +326,7 @@ def main():
         head = d.text("#gpu-live .gpu-live-head") or ""
         check("the live panel names the device or says there is no NVIDIA GPU",
               any(w in head for w in ("No NVIDIA GPU", "cuda", "CPU")), head)
+        check("the settings show reranking on", d.js("return document.getElementById('settings-rerank').value;") == "on")
         d.screenshot(args.out / "4-models-gpu.png")
 
         # 4. Delete a document.
@@ -220,22 +347,26 @@ def main():
         wait_for("the stored conversation", lambda: d.count(".turn") >= 1, 30)
         check("a stored answer keeps its sources", d.count(".turn .inspector tbody tr") > 0 or d.count(".turn .not-found") > 0)
         d.screenshot(args.out / "5-after-restart.png")
-        print("all flows passed")
+        print(f"all flows passed in {time.monotonic() - started:.0f} s")
         return 0
-    except Failure as e:
+    except (Failure, OSError) as e:
         print(f"FAIL {e}", file=sys.stderr)
         try:
             d.screenshot(args.out / "failure.png")
-        except Exception:
+        except (Failure, OSError, TypeError, ValueError):
             pass
         return 1
+    except Stopped as e:
+        graceful = False
+        print(f"FAIL {e} after {time.monotonic() - started:.0f} s", file=sys.stderr)
+        return 1
     finally:
-        d.stop()
-        native.terminate()
-        try:
-            native.wait(10)
-        except subprocess.TimeoutExpired:
-            native.kill()
+        # Signals now would only interrupt the clean-up.
+        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+            signal.signal(sig, signal.SIG_IGN)
+        if graceful:
+            d.stop()
+        stop_group(native)
         log.close()
 
 

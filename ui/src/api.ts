@@ -14,6 +14,7 @@ import {
   type CatalogModelView,
   type CatalogView,
   type CheckView,
+  type CollectionView,
   type DownloadUpdate,
   type CommandError,
   type ConversationSummaryView,
@@ -38,6 +39,7 @@ import {
   type ModelsView,
   type PdfFile,
   type Question,
+  type Rerank,
   type ResidentView,
   type SearchQuery,
   type SearchResults,
@@ -52,6 +54,7 @@ export type {
   Source,
 };
 export type SearchMode = Mode;
+export type RerankSetting = Rerank;
 export type IngestEvent = IngestUpdate;
 export type SearchRequest = SearchQuery;
 export type SearchHit = Hit;
@@ -63,6 +66,7 @@ export type ConversationSummary = ConversationSummaryView;
 export type StoredMessage = MessageView;
 export type Conversation = ConversationView;
 export type DocumentInfo = DocumentView;
+export type Collection = CollectionView;
 export type ModelInfo = ModelView;
 export type ModelsStatus = ModelsView;
 export type GpuField = Field;
@@ -214,4 +218,33 @@ export async function documentPdf(id: string): Promise<Uint8Array> {
   const bytes = new Uint8Array(raw.length);
   for (let i = 0; i < raw.length; i++) bytes[i] = raw.charCodeAt(i);
   return bytes;
+}
+
+export function listCollections(): Promise<Collection[]> {
+  return unwrap(commands.listCollections());
+}
+
+export function createCollection(name: string): Promise<Collection> {
+  return unwrap(commands.createCollection(name));
+}
+
+export function renameCollection(name: string, newName: string): Promise<Collection> {
+  return unwrap(commands.renameCollection(name, newName));
+}
+
+export function deleteCollection(name: string): Promise<Collection> {
+  return unwrap(commands.deleteCollection(name));
+}
+
+export function addToCollection(name: string, documentIds: string[]): Promise<Collection> {
+  return unwrap(commands.addToCollection(name, documentIds));
+}
+
+export function removeFromCollection(name: string, documentIds: string[]): Promise<Collection> {
+  return unwrap(commands.removeFromCollection(name, documentIds));
+}
+
+/** Scopes a conversation to a collection, or to the whole library with null. */
+export function setConversationCollection(id: string, collection: string | null): Promise<Conversation> {
+  return unwrap(commands.setConversationCollection(id, collection));
 }

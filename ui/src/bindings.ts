@@ -101,6 +101,23 @@ export const commands = {
 	 *  that are gone.
 	 */
 	documentPdf: (id: string) => typedError<PdfFile, CommandError>(__TAURI_INVOKE("document_pdf", { id })),
+	/**  Every collection, by name. */
+	listCollections: () => typedError<CollectionView[], CommandError>(__TAURI_INVOKE("list_collections")),
+	/**  Makes an empty collection; names are unique without regard to case. */
+	createCollection: (name: string) => typedError<CollectionView, CommandError>(__TAURI_INVOKE("create_collection", { name })),
+	/**  Gives a collection a new name; conversations scoped to it follow. */
+	renameCollection: (name: string, newName: string) => typedError<CollectionView, CommandError>(__TAURI_INVOKE("rename_collection", { name, newName })),
+	/**  Deletes a collection; its documents stay in the library. */
+	deleteCollection: (name: string) => typedError<CollectionView, CommandError>(__TAURI_INVOKE("delete_collection", { name })),
+	/**  Adds documents (by id) to a collection. */
+	addToCollection: (name: string, documentIds: string[]) => typedError<CollectionView, CommandError>(__TAURI_INVOKE("add_to_collection", { name, documentIds })),
+	/**  Takes documents (by id) out of a collection; they stay in the library. */
+	removeFromCollection: (name: string, documentIds: string[]) => typedError<CollectionView, CommandError>(__TAURI_INVOKE("remove_from_collection", { name, documentIds })),
+	/**
+	 *  Scopes a conversation to a collection, or to the whole library when
+	 *  `collection` is null.
+	 */
+	setConversationCollection: (id: string, collection: string | null) => typedError<ConversationView, CommandError>(__TAURI_INVOKE("set_conversation_collection", { id, collection })),
 };
 
 /** Events */
@@ -191,6 +208,15 @@ export type CheckView = {
 	reason: string,
 };
 
+/**  A collection as the library screen shows it. */
+export type CollectionView = {
+	name: string,
+	/**  Ids of its documents that are in the library. */
+	documentIds: string[],
+	/**  Seconds since the Unix epoch. */
+	createdAt: number,
+};
+
 /**
  *  A failed command, as the UI receives it: a stable machine-readable code
  *  and a message for people.
@@ -220,6 +246,11 @@ export type ConversationView = {
 	createdAt: number,
 	updatedAt: number,
 	messages: MessageView[],
+	/**
+	 *  The collection its questions are answered from; the whole library
+	 *  when null.
+	 */
+	collection: string | null,
 };
 
 /**  A document in the library screen. */
@@ -474,11 +505,23 @@ export type PdfFile = {
 export type Question = {
 	question: string,
 	mode?: Mode,
+	rerank?: Rerank,
 	/**  The conversation the question and its answer are added to. */
 	conversationId?: string | null,
 	/**  Let the model reason before it answers (models that can think). */
 	think?: boolean,
+	/**
+	 *  The collection to answer from when there is no conversation (a
+	 *  conversation answers from its own collection).
+	 */
+	collection?: string | null,
 };
+
+/**
+ *  Whether the cross-encoder reranks what retrieval found: `auto` when a
+ *  reranker is installed, `on` always (an error without one), `off` never.
+ */
+export type Rerank = "auto" | "on" | "off";
 
 /**  A model holding GPU memory. */
 export type ResidentView = {
@@ -492,7 +535,10 @@ export type ResidentView = {
 export type SearchQuery = {
 	query: string,
 	mode?: Mode,
+	rerank?: Rerank,
 	limit?: number,
+	/**  The collection to search in; the whole library when absent. */
+	collection?: string | null,
 };
 
 export type SearchResults = {

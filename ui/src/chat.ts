@@ -2,6 +2,8 @@
  * The chat screen: conversations in a sidebar (stored by the engine),
  * streamed answers rendered as sanitized Markdown with citation chips, a
  * source panel for the cited passage and a retrieval inspector per answer.
+ * Each conversation has a scope, shown in its header: all documents or one
+ * collection.
  */
 import { save } from "@tauri-apps/plugin-dialog";
 import {
@@ -12,12 +14,15 @@ import {
   exportConversation,
   getConversation,
   inApp,
+  listCollections,
   listConversations,
   renameConversation,
+  setConversationCollection,
   stopAnswer,
   type AskEvent,
   type AskResponse,
   type CheckView,
+  type Collection,
   type ConversationSummary,
   type SearchMode,
   type Source,
@@ -26,7 +31,8 @@ import {
 import { byId, formatCount, formatScore, h } from "./dom";
 import { linkCitations, renderMarkdown } from "./markdown";
 import { clearPdf, showPdfPage } from "./pdfview";
-import { errorText, formatWhen, hideNotice, plural, showNotice } from "./shell";
+import { rerankSetting } from "./settings";
+import { bus, errorText, formatWhen, hideNotice, LIBRARY_CHANGED, plural, showNotice } from "./shell";
 
 const conversation = byId("conversation");
 const askEmpty = byId("ask-empty");
@@ -57,6 +63,57 @@ const exportButton = byId<HTMLButtonElement>("export-chat");
 let conversations: ConversationSummary[] = [];
 let currentId: string | null = null;
 let asking = false;
+
+// ---------------------------------------------------------------- scope
+
+/** The collection the open (or next) conversation answers from; null: all documents. */
+let currentScope: string | null = null;
+let scopes: Collection[] = [];
+const scopeSelect = h("select", { class: "scope-select", attrs: { id: "chat-scope", "aria-label": "Answer from" }, title: "Which documents answers come from" });
+exportButton.before(scopeSelect);
+
+function renderScope(): void {
+  const options = [h("option", { text: "All documents", attrs: { value: "" } })];
+  for (const c of scopes) options.push(h("option", { text: `${c.name} · ${plural(c.documentIds.length, "document", "documents")}`, attrs: { value: c.name } }));
+  if (currentScope !== null && !scopes.some((c) => c.name === currentScope)) {
+    options.push(h("option", { text: `${currentScope} (missing)`, attrs: { value: currentScope } }));
+  }
+  scopeSelect.replaceChildren(...options);
+  scopeSelect.value = currentScope ?? "";
+  scopeSelect.dataset.scoped = String(currentScope !== null);
+}
+
+/** Reloads the collections the scope can be set to. */
+export async function refreshScopes(): Promise<void> {
+  if (!inApp) return;
+  try {
+    scopes = await listCollections();
+  } catch {
+    // The scope stays "All documents" and whatever is set.
+    scopes = [];
+  }
+  renderScope();
+}
+
+scopeSelect.addEventListener("change", async () => {
+  const chosen = scopeSelect.value || null;
+  if (currentId === null) {
+    // Set on the conversation when its first question creates it.
+    currentScope = chosen;
+    renderScope();
+    return;
+  }
+  try {
+    const c = await setConversationCollection(currentId, chosen);
+    currentScope = c.collection ?? null;
+  } catch (err) {
+    showNotice(`Could not change what this conversation answers from: ${errorText(asCommandError(err))}`);
+  }
+  renderScope();
+});
+
+bus.addEventListener(LIBRARY_CHANGED, () => void refreshScopes());
+renderScope();
 
 // ---------------------------------------------------------------- source panel
 
@@ -351,8 +408,9 @@ async function runAsk(question: string, mode: SearchMode): Promise<void> {
       currentId = created.id;
       chatTitle.textContent = created.title;
       exportButton.hidden = false;
+      if (currentScope !== null) await setConversationCollection(created.id, currentScope);
     }
-    const response = await ask({ question, mode, conversationId: currentId, think: askThink.checked }, onEvent);
+    const response = await ask({ question, mode, rerank: rerankSetting(), conversationId: currentId, think: askThink.checked }, onEvent);
     finished = true;
     window.clearTimeout(pending);
     const near = nearBottom();
@@ -500,6 +558,7 @@ function conversationItem(c: ConversationSummary): HTMLLIElement {
 
 export async function refreshConversations(): Promise<void> {
   if (!inApp) return;
+  if (!scopes.length) void refreshScopes();
   try {
     conversations = await listConversations();
   } catch (err) {
@@ -518,6 +577,8 @@ async function openConversation(id: string): Promise<void> {
   try {
     const c = await getConversation(id);
     currentId = c.id;
+    currentScope = c.collection ?? null;
+    renderScope();
     chatTitle.textContent = c.title;
     exportButton.hidden = false;
     panel.hidden = true;
@@ -531,6 +592,8 @@ async function openConversation(id: string): Promise<void> {
 
 function startNewConversation(): void {
   currentId = null;
+  currentScope = null;
+  renderScope();
   exportButton.hidden = true;
   chatTitle.textContent = "New conversation";
   panel.hidden = true;

@@ -1,17 +1,25 @@
 /**
- * The library screen: the documents table (filter, delete, re-index) and
- * ingestion (drop zone over the whole window, per-file rows, overall
- * progress with an estimate, cancel).
+ * The library screen: the documents table (filter, delete, re-index),
+ * collections (filter the table by one; create, rename, delete; add or
+ * remove the selected documents) and ingestion (drop zone over the whole
+ * window, per-file rows, overall progress with an estimate, cancel).
  */
 import { getCurrentWebview } from "@tauri-apps/api/webview";
 import {
+  addToCollection,
   asCommandError,
   cancelIngest,
+  createCollection,
+  deleteCollection,
   deleteDocument,
   documents,
   inApp,
   ingest,
+  listCollections,
   reindexDocument,
+  removeFromCollection,
+  renameCollection,
+  type Collection,
   type DocumentInfo,
   type IngestEvent,
   type IngestSummary,
@@ -350,6 +358,17 @@ function statusCell(d: DocumentInfo): HTMLTableCellElement {
   return h("td", {}, h("span", { class: "badge badge-ok", text: "Indexed" }));
 }
 
+function selectCell(d: DocumentInfo): HTMLTableCellElement {
+  const box = h("input", { class: "doc-select", attrs: { type: "checkbox", "aria-label": `Select ${d.title}` } });
+  box.checked = selected.has(d.id);
+  box.addEventListener("change", () => {
+    if (box.checked) selected.add(d.id);
+    else selected.delete(d.id);
+    renderSelection();
+  });
+  return h("td", { class: "select" }, box);
+}
+
 function documentRow(d: DocumentInfo): HTMLTableRowElement {
   const remove = confirmButton("Delete", "Really delete?", async () => {
     try {
@@ -368,7 +387,18 @@ function documentRow(d: DocumentInfo): HTMLTableRowElement {
   return h(
     "tr",
     { attrs: { "data-id": d.id } },
-    h("td", {}, h("div", { class: "doc-title" }, h("span", { text: d.title, title: d.title }), h("span", { class: "doc-path muted", text: d.path, title: d.path }))),
+    selectCell(d),
+    h(
+      "td",
+      {},
+      h(
+        "div",
+        { class: "doc-title" },
+        h("span", { text: d.title, title: d.title }),
+        h("span", { class: "doc-path muted", text: d.path, title: d.path }),
+        memberOf(d.id).length > 0 && h("span", { class: "doc-collections muted small-text", text: `In ${memberOf(d.id).join(", ")}` }),
+      ),
+    ),
     h("td", {}, h("span", { class: "format", text: d.format })),
     h("td", { class: "num", text: formatCount(d.pages) }),
     h("td", { class: "num", text: formatCount(d.chunks) }),
@@ -382,13 +412,17 @@ function documentRow(d: DocumentInfo): HTMLTableRowElement {
 function renderDocuments(): void {
   const query = filterInput.value.trim().toLowerCase();
   const format = formatSelect.value;
+  const inCollection = currentCollection();
   const shown = docs.filter(
     (d) =>
       (!format || d.format === format) &&
+      (!inCollection || inCollection.documentIds.includes(d.id)) &&
       (!query || d.title.toLowerCase().includes(query) || d.path.toLowerCase().includes(query) || d.format.includes(query)),
   );
+  shownIds = shown.map((d) => d.id);
   body.replaceChildren(...shown.map(documentRow));
   emptyState.hidden = docs.length > 0;
+  renderSelection();
   const chunks = docs.reduce((sum, d) => sum + d.chunks, 0);
   countLine.textContent = docs.length
     ? shown.length === docs.length
@@ -411,7 +445,10 @@ export async function refreshDocuments(): Promise<void> {
   if (!inApp || loading) return;
   loading = true;
   try {
-    docs = await documents();
+    const [list] = await Promise.all([documents(), refreshCollections(false)]);
+    docs = list;
+    const known = new Set(docs.map((d) => d.id));
+    for (const id of selected) if (!known.has(id)) selected.delete(id);
     renderFormats();
     renderDocuments();
   } catch (err) {
@@ -428,3 +465,207 @@ export function focusLibraryFilter(): void {
   filterInput.focus();
   filterInput.select();
 }
+
+// ---------------------------------------------------------------- collections
+
+let collections: Collection[] = [];
+/** Ids of the documents ticked in the table. */
+const selected = new Set<string>();
+/** Ids of the rows the table shows now. */
+let shownIds: string[] = [];
+
+const collectionSelect = h("select", { attrs: { id: "library-collection" }, title: "Show the documents of one collection" });
+const newCollectionButton = h("button", { class: "small", text: "New collection", attrs: { type: "button", id: "collection-new" }, title: "Make a collection (with the selected documents, if any)" });
+const renameCollectionButton = h("button", { class: "small", text: "Rename", attrs: { type: "button", id: "collection-rename" } });
+const deleteCollectionButton = confirmButton("Delete collection", "Really delete? Documents stay", async () => {
+  const current = currentCollection();
+  if (!current) return;
+  try {
+    await deleteCollection(current.name);
+    collectionSelect.value = "";
+  } catch (err) {
+    showNotice(`Could not delete the collection: ${errorText(asCommandError(err))}`);
+  }
+  await collectionsChanged();
+});
+deleteCollectionButton.id = "collection-delete";
+const nameInput = h("input", { attrs: { type: "text", id: "collection-name", maxlength: "64", "aria-label": "Collection name", placeholder: "Collection name" } });
+const nameSave = h("button", { class: "small primary", text: "Save", attrs: { type: "submit" } });
+const nameCancel = h("button", { class: "small", text: "Cancel", attrs: { type: "button" } });
+const nameForm = h("form", { class: "collection-form", attrs: { id: "collection-form", autocomplete: "off" } }, nameInput, nameSave, nameCancel);
+nameForm.hidden = true;
+let nameMode: "create" | "rename" = "create";
+const selectionLine = h("span", { class: "muted", attrs: { id: "selection-count", "aria-live": "polite" } });
+const targetSelect = h("select", { attrs: { id: "collection-target", "aria-label": "Collection to add the selected documents to" } });
+const addSelected = h("button", { class: "small", text: "Add to collection", attrs: { type: "button", id: "collection-add" } });
+const removeSelected = h("button", { class: "small", text: "Remove from collection", attrs: { type: "button", id: "collection-remove" } });
+const collectionsBar = h(
+  "div",
+  { class: "library-toolbar collections-bar", attrs: { id: "collections-bar" } },
+  h("label", { class: "visually-hidden", text: "Collection", attrs: { for: "library-collection" } }),
+  collectionSelect,
+  newCollectionButton,
+  renameCollectionButton,
+  deleteCollectionButton,
+  nameForm,
+  selectionLine,
+  targetSelect,
+  addSelected,
+  removeSelected,
+);
+document.querySelector(".library-toolbar")?.after(collectionsBar);
+
+// A first column to tick documents, with a box for every row shown.
+const selectAll = h("input", { attrs: { type: "checkbox", id: "select-all", "aria-label": "Select every document shown" } });
+document.querySelector(".documents thead tr")?.prepend(h("th", { class: "select", attrs: { scope: "col" } }, selectAll));
+selectAll.addEventListener("change", () => {
+  for (const id of shownIds) {
+    if (selectAll.checked) selected.add(id);
+    else selected.delete(id);
+  }
+  renderDocuments();
+});
+
+function currentCollection(): Collection | undefined {
+  return collections.find((c) => c.name === collectionSelect.value);
+}
+
+function memberOf(id: string): string[] {
+  return collections.filter((c) => c.documentIds.includes(id)).map((c) => c.name);
+}
+
+function renderCollections(): void {
+  const current = collectionSelect.value;
+  collectionSelect.replaceChildren(
+    h("option", { text: "All documents", attrs: { value: "" } }),
+    ...collections.map((c) => h("option", { text: `${c.name} (${formatCount(c.documentIds.length)})`, attrs: { value: c.name } })),
+  );
+  collectionSelect.value = collections.some((c) => c.name === current) ? current : "";
+  const target = targetSelect.value;
+  targetSelect.replaceChildren(...collections.map((c) => h("option", { text: c.name, attrs: { value: c.name } })));
+  if (collections.some((c) => c.name === target)) targetSelect.value = target;
+  const inOne = currentCollection() !== undefined;
+  renameCollectionButton.hidden = !inOne;
+  deleteCollectionButton.hidden = !inOne;
+}
+
+function renderSelection(): void {
+  const n = selected.size;
+  selectionLine.textContent = n ? `${plural(n, "document", "documents")} selected` : "";
+  targetSelect.hidden = n === 0 || collections.length === 0;
+  addSelected.hidden = targetSelect.hidden;
+  removeSelected.hidden = n === 0 || currentCollection() === undefined;
+  const current = currentCollection();
+  if (current) removeSelected.textContent = `Remove from ${current.name}`;
+  selectAll.checked = shownIds.length > 0 && shownIds.every((id) => selected.has(id));
+}
+
+/** Reloads the collections; `render` redraws the table as well. */
+async function refreshCollections(render = true): Promise<void> {
+  if (!inApp) return;
+  try {
+    collections = await listCollections();
+  } catch {
+    // Without collections the table still works; the bar stays empty.
+    collections = [];
+  }
+  renderCollections();
+  if (render) renderDocuments();
+}
+
+async function collectionsChanged(): Promise<void> {
+  await refreshCollections();
+  libraryChanged();
+}
+
+function openNameForm(mode: "create" | "rename"): void {
+  nameMode = mode;
+  nameInput.value = mode === "rename" ? (currentCollection()?.name ?? "") : "";
+  nameSave.textContent = mode === "rename" ? "Rename" : "Create";
+  nameForm.hidden = false;
+  nameInput.focus();
+  nameInput.select();
+}
+
+function closeNameForm(): void {
+  nameForm.hidden = true;
+  nameInput.value = "";
+}
+
+newCollectionButton.addEventListener("click", () => openNameForm("create"));
+renameCollectionButton.addEventListener("click", () => openNameForm("rename"));
+nameCancel.addEventListener("click", closeNameForm);
+nameInput.addEventListener("keydown", (e) => {
+  if (e.key === "Escape") {
+    e.preventDefault();
+    e.stopPropagation();
+    closeNameForm();
+  }
+});
+nameForm.addEventListener("submit", async (e) => {
+  e.preventDefault();
+  const name = nameInput.value.trim();
+  if (!name) return;
+  nameSave.disabled = true;
+  try {
+    if (nameMode === "rename") {
+      const current = currentCollection();
+      if (current) {
+        const renamed = await renameCollection(current.name, name);
+        await refreshCollections(false);
+        collectionSelect.value = renamed.name;
+      }
+    } else {
+      let made = await createCollection(name);
+      // A collection made while documents are ticked starts with them.
+      if (selected.size) made = await addToCollection(made.name, [...selected]);
+      await refreshCollections(false);
+      targetSelect.value = made.name;
+      selectionLine.textContent = `Created ${made.name}`;
+    }
+    closeNameForm();
+  } catch (err) {
+    showNotice(`Could not ${nameMode === "rename" ? "rename" : "create"} the collection: ${errorText(asCommandError(err))}`);
+  } finally {
+    nameSave.disabled = false;
+  }
+  renderCollections();
+  renderDocuments();
+  libraryChanged();
+});
+
+collectionSelect.addEventListener("change", () => {
+  renderCollections();
+  renderDocuments();
+});
+
+addSelected.addEventListener("click", async () => {
+  const name = targetSelect.value;
+  if (!name || !selected.size) return;
+  const ids = [...selected];
+  try {
+    await addToCollection(name, ids);
+    selected.clear();
+  } catch (err) {
+    showNotice(`Could not add to ${name}: ${errorText(asCommandError(err))}`);
+  }
+  await collectionsChanged();
+  if (!selected.size) selectionLine.textContent = `Added ${plural(ids.length, "document", "documents")} to ${name}`;
+});
+
+removeSelected.addEventListener("click", async () => {
+  const current = currentCollection();
+  if (!current || !selected.size) return;
+  const ids = [...selected];
+  try {
+    await removeFromCollection(current.name, ids);
+    selected.clear();
+  } catch (err) {
+    showNotice(`Could not remove from ${current.name}: ${errorText(asCommandError(err))}`);
+  }
+  await collectionsChanged();
+  if (!selected.size) selectionLine.textContent = `Removed ${plural(ids.length, "document", "documents")} from ${current.name}`;
+});
+
+renderCollections();
+renderSelection();

@@ -1,6 +1,7 @@
 /** The search screen: passages with each retrieval leg's rank and score. */
 import { asCommandError, inApp, search, type SearchHit, type SearchMode } from "./api";
 import { append, byId, formatScore, h, pageLabel } from "./dom";
+import { rerankSetting } from "./settings";
 import { errorText, plural, showNotice } from "./shell";
 
 const SEARCH_LIMIT = 20;
@@ -67,7 +68,7 @@ searchForm.addEventListener("submit", async (e) => {
   searchMeta.textContent = "Searching…";
   searchMeta.classList.remove("error");
   try {
-    const response = await search({ query, mode, limit: SEARCH_LIMIT });
+    const response = await search({ query, mode, rerank: rerankSetting(), limit: SEARCH_LIMIT });
     searchResults.replaceChildren(...response.hits.map((hit, i) => renderHit(hit, i, mode)));
     const took = `${Math.round(response.tookMs ?? 0)} ms`;
     searchMeta.textContent = response.hits.length

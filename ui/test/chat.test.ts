@@ -90,7 +90,7 @@ describe("chat", () => {
     expect(turn?.querySelector(".answer")?.getAttribute("aria-busy")).toBe("false");
     expect(document.getElementById("chat-title")?.textContent).toBe("Boiling");
     const askCall = calls.find((c) => c.cmd === "ask");
-    expect(askCall?.args.request).toEqual({ question: "When does water boil?", mode: "hybrid", conversationId: "conv-1", think: false });
+    expect(askCall?.args.request).toEqual({ question: "When does water boil?", mode: "hybrid", rerank: "auto", conversationId: "conv-1", think: false });
 
     // Only the cited source is listed; the inspector shows both with their ranks.
     const listed = Array.from(turn!.querySelectorAll(".answer-sources .source-doc")).map((n) => n.textContent);

@@ -97,6 +97,9 @@ enum Command {
         /// Print the model's reasoning (to stderr while streaming).
         #[arg(long)]
         show_thinking: bool,
+        /// Answer only from the documents of this collection.
+        #[arg(long, value_name = "NAME")]
+        collection: Option<String>,
     },
     /// Evaluate retrieval quality.
     Eval {
@@ -164,6 +167,57 @@ enum Command {
         #[command(subcommand)]
         cmd: ModelsCmd,
     },
+    /// Group documents into named collections; `search` and `ask` can be
+    /// scoped to one with `--collection NAME`.
+    Collections {
+        #[command(subcommand)]
+        cmd: CollectionsCmd,
+    },
+}
+
+#[derive(Subcommand)]
+enum CollectionsCmd {
+    /// List the collections and how many documents each holds.
+    List {
+        /// Print as JSON (name, document ids, creation time).
+        #[arg(long)]
+        json: bool,
+    },
+    /// Make an empty collection (names are unique without regard to case,
+    /// at most 64 characters).
+    Create {
+        /// The collection's name.
+        name: String,
+    },
+    /// Give a collection a new name.
+    Rename {
+        /// The collection's name.
+        name: String,
+        /// Its new name.
+        new_name: String,
+    },
+    /// Add documents (by id or path) to a collection.
+    Add {
+        /// The collection's name.
+        name: String,
+        /// Document ids (from `lectern docs`) or the files' paths.
+        #[arg(required = true)]
+        docs: Vec<String>,
+    },
+    /// Take documents (by id or path) out of a collection; they stay in
+    /// the library.
+    Remove {
+        /// The collection's name.
+        name: String,
+        /// Document ids or the files' paths.
+        #[arg(required = true)]
+        docs: Vec<String>,
+    },
+    /// Delete a collection; its documents stay in the library.
+    Delete {
+        /// The collection's name.
+        name: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -198,6 +252,9 @@ struct SearchOpts {
     /// installed), on or off.
     #[arg(long, default_value = "auto", value_parser = parse_rerank)]
     rerank: RerankMode,
+    /// Search only the documents of this collection.
+    #[arg(long, value_name = "NAME")]
+    collection: Option<String>,
 }
 
 fn parse_fusion(s: &str) -> std::result::Result<Fusion, String> {
@@ -731,6 +788,7 @@ async fn run() -> Result<()> {
                         query: query.clone(),
                         mode: opts.mode.into(),
                         top_k: opts.top_k,
+                        collection: opts.collection.clone(),
                     },
                     opts.fusion,
                 )
@@ -752,6 +810,7 @@ async fn run() -> Result<()> {
             think,
             show_thinking,
             rerank,
+            collection,
         } => {
             let engine = open(&cli).await?;
             engine.set_rerank_mode(*rerank);
@@ -762,6 +821,7 @@ async fn run() -> Result<()> {
             req.generation.temperature = *temperature;
             req.generation.seed = *seed;
             req.generation.enable_thinking = *think;
+            req.collection = collection.clone();
             let stream = !*json;
             let show_thinking = *show_thinking;
             let on_event = Arc::new(move |ev: AskEvent| match ev {
@@ -1377,6 +1437,10 @@ async fn run() -> Result<()> {
             bar.finish_and_clear();
             println!("{} is installed at {}", entry.id, path.display());
         }
+        Command::Collections { cmd } => {
+            let engine = open(&cli).await?;
+            collections(&engine, cmd).await?;
+        }
         Command::Docs { json } => {
             let engine = open(&cli).await?;
             let docs = engine.documents().await;
@@ -1394,6 +1458,61 @@ async fn run() -> Result<()> {
                 }
                 println!("{} document(s)", docs.len());
             }
+        }
+    }
+    Ok(())
+}
+
+/// Resolves each of `targets` (a document id or a file's path) to an id.
+async fn doc_ids(engine: &Engine, targets: &[String]) -> Result<Vec<String>> {
+    let mut ids = Vec::with_capacity(targets.len());
+    for t in targets {
+        let doc = engine
+            .find_document(t)
+            .await
+            .with_context(|| format!("no indexed document has the id or path {t}"))?;
+        ids.push(doc.doc_id);
+    }
+    Ok(ids)
+}
+
+async fn collections(engine: &Engine, cmd: &CollectionsCmd) -> Result<()> {
+    match cmd {
+        CollectionsCmd::List { json } => {
+            let list = engine.collections().await?;
+            if *json {
+                println!("{}", serde_json::to_string_pretty(&list)?);
+            } else {
+                for c in &list {
+                    println!("{:<32} {:>5} document(s)", c.name, c.doc_ids.len());
+                }
+                println!("{} collection(s)", list.len());
+            }
+        }
+        CollectionsCmd::Create { name } => {
+            let c = engine.create_collection(name).await?;
+            println!("Created the collection {}.", c.name);
+        }
+        CollectionsCmd::Rename { name, new_name } => {
+            let c = engine.rename_collection(name, new_name).await?;
+            println!("Renamed {name} to {}.", c.name);
+        }
+        CollectionsCmd::Add { name, docs } => {
+            let ids = doc_ids(engine, docs).await?;
+            let c = engine.add_to_collection(name, &ids).await?;
+            println!("{} now holds {} document(s).", c.name, c.doc_ids.len());
+        }
+        CollectionsCmd::Remove { name, docs } => {
+            let ids = doc_ids(engine, docs).await?;
+            let c = engine.remove_from_collection(name, &ids).await?;
+            println!("{} now holds {} document(s).", c.name, c.doc_ids.len());
+        }
+        CollectionsCmd::Delete { name } => {
+            let c = engine.delete_collection(name).await?;
+            println!(
+                "Deleted the collection {} (its documents stay in the library).",
+                c.name
+            );
         }
     }
     Ok(())

@@ -30,6 +30,10 @@ pub struct AskRequest {
     /// Sampling settings.
     #[serde(default)]
     pub generation: GenerationParams,
+    /// The collection to answer from (by name); `None` uses the whole
+    /// library. An empty collection yields no sources.
+    #[serde(default)]
+    pub collection: Option<String>,
 }
 
 fn default_sources() -> usize {
@@ -45,6 +49,7 @@ impl AskRequest {
             top_k: default_sources(),
             mode: SearchMode::Hybrid,
             generation: GenerationParams::default(),
+            collection: None,
         }
     }
 }
@@ -503,13 +508,16 @@ impl Engine {
         }
         let started = Instant::now();
         let model_path = self.llm_path(&req)?;
-        let hits = if self.library.is_empty().await {
+        // An unknown collection is an error even in an empty library.
+        let scope = self.scope_filter(req.collection.as_deref()).await?;
+        let hits = if self.library.is_empty().await || scope.is_some_and(|f| f.is_empty()) {
             Vec::new()
         } else {
             self.search(&SearchRequest {
                 query: req.question.clone(),
                 mode: req.mode,
                 top_k: req.top_k,
+                collection: req.collection.clone(),
             })
             .await?
         };

@@ -11,7 +11,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use lectern_models::{Llm, Logits};
+use lectern_models::{Llm, Logits, Qwen3};
 use serde::Serialize;
 
 use crate::{EngineConfig, EngineError};
@@ -94,23 +94,6 @@ pub fn random_prompt(count: usize, vocab: usize, avoid: &[u32], seed: u64) -> Ve
     out
 }
 
-fn argmax(logits: &candle_core::Tensor) -> Result<u32, EngineError> {
-    let v: Vec<f32> = logits
-        .flatten_all()
-        .and_then(|t| t.to_vec1())
-        .map_err(|e| EngineError::Internal(format!("reading logits: {e}")))?;
-    Ok(v.iter()
-        .enumerate()
-        .fold((0usize, f32::NEG_INFINITY), |best, (i, &x)| {
-            if x > best.1 {
-                (i, x)
-            } else {
-                best
-            }
-        })
-        .0 as u32)
-}
-
 /// Loads the model and times prefill and decode. Blocks: call it from a
 /// blocking thread.
 pub fn bench_llm(config: &EngineConfig, opts: &LlmBenchOptions) -> Result<LlmBench, EngineError> {
@@ -151,12 +134,12 @@ pub fn bench_llm(config: &EngineConfig, opts: &LlmBenchOptions) -> Result<LlmBen
         .synchronize()
         .map_err(|e| EngineError::Internal(e.to_string()))?;
     let prefill_s = t0.elapsed().as_secs_f64();
-    let mut next = argmax(&logits)?;
+    let mut next = Qwen3::greedy(&logits)?;
     let ttft_s = t0.elapsed().as_secs_f64();
     let t1 = Instant::now();
     for _ in 0..opts.gen_tokens {
         let logits = model.forward(&[next], Logits::Last)?;
-        next = argmax(&logits)?;
+        next = Qwen3::greedy(&logits)?;
     }
     let decode_s = t1.elapsed().as_secs_f64();
     Ok(LlmBench {

@@ -177,6 +177,10 @@ pub struct Conversation {
     /// Messages, oldest first.
     #[serde(default)]
     pub messages: Vec<Message>,
+    /// The collection its questions are answered from; `None` is the whole
+    /// library.
+    #[serde(default)]
+    pub collection: Option<String>,
 }
 
 /// A conversation without its messages, for lists.
@@ -320,6 +324,7 @@ impl ConversationStore {
             created_at: now,
             updated_at: now,
             messages: Vec::new(),
+            collection: None,
         };
         self.write(&c)?;
         Ok(c)
@@ -385,6 +390,48 @@ impl ConversationStore {
         }
     }
 
+    /// Scopes a conversation to a collection (by name; `None` for the whole
+    /// library) and returns it as stored. The name is kept as given: the
+    /// engine checks that the collection exists
+    /// ([`crate::Engine::set_conversation_collection`]).
+    pub fn set_collection(
+        &self,
+        id: &str,
+        collection: Option<&str>,
+    ) -> Result<Conversation, ConversationError> {
+        let collection = collection.map(str::trim).filter(|c| !c.is_empty());
+        let _guard = lock();
+        let mut c = self.read(id)?;
+        c.collection = collection.map(str::to_owned);
+        self.write(&c)?;
+        Ok(c)
+    }
+
+    /// Moves every conversation scoped to the collection `from` (compared
+    /// case-insensitively) to `to` (`None`: the whole library), as when a
+    /// collection is renamed or deleted. Returns how many changed.
+    pub fn rescope(&self, from: &str, to: Option<&str>) -> Result<usize, ConversationError> {
+        let key = from.trim().to_lowercase();
+        let mut changed = 0;
+        for summary in self.list()? {
+            let _guard = lock();
+            let mut c = match self.read(&summary.id) {
+                Ok(c) => c,
+                Err(ConversationError::NotFound(_)) => continue,
+                Err(e) => return Err(e),
+            };
+            if c.collection
+                .as_deref()
+                .is_some_and(|n| n.to_lowercase() == key)
+            {
+                c.collection = to.map(str::to_owned);
+                self.write(&c)?;
+                changed += 1;
+            }
+        }
+        Ok(changed)
+    }
+
     /// Adds a message at the end of a conversation and returns the
     /// conversation as stored.
     pub fn append(&self, id: &str, message: Message) -> Result<Conversation, ConversationError> {
@@ -446,6 +493,45 @@ mod tests {
         // A question has no reasoning, and none is written for it.
         let raw = std::fs::read_to_string(dir.path().join(format!("{}.json", c.id))).unwrap();
         assert_eq!(raw.matches("\"thinking\"").count(), 1, "{raw}");
+    }
+
+    #[test]
+    fn a_conversation_keeps_its_collection_and_follows_renames() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = ConversationStore::new(dir.path());
+        let a = store.create("Papers only").unwrap();
+        let b = store.create("Everything").unwrap();
+        assert_eq!(a.collection, None);
+        let a = store.set_collection(&a.id, Some(" Papers ")).unwrap();
+        assert_eq!(a.collection.as_deref(), Some("Papers"));
+        assert_eq!(
+            ConversationStore::new(dir.path())
+                .get(&a.id)
+                .unwrap()
+                .collection
+                .as_deref(),
+            Some("Papers")
+        );
+        // A rename of the collection (matched without regard to case) moves
+        // only the conversations scoped to it; a deletion unscopes them.
+        assert_eq!(store.rescope("PAPERS", Some("Reading")).unwrap(), 1);
+        assert_eq!(
+            store.get(&a.id).unwrap().collection.as_deref(),
+            Some("Reading")
+        );
+        assert_eq!(store.get(&b.id).unwrap().collection, None);
+        assert_eq!(store.rescope("Reading", None).unwrap(), 1);
+        assert_eq!(store.get(&a.id).unwrap().collection, None);
+        assert_eq!(store.rescope("Reading", None).unwrap(), 0);
+        // A file written before conversations had a scope still reads.
+        let old = r#"{"id":"00000000000000aa","title":"Old","created_at":1,"updated_at":2,"messages":[]}"#;
+        std::fs::write(dir.path().join("00000000000000aa.json"), old).unwrap();
+        let c = store.get("00000000000000aa").unwrap();
+        assert_eq!((c.title.as_str(), c.collection), ("Old", None));
+        assert!(matches!(
+            store.set_collection("00000000000000bb", Some("x")),
+            Err(ConversationError::NotFound(_))
+        ));
     }
 
     #[test]

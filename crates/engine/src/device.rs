@@ -35,7 +35,7 @@ use lectern_gpu::{
     RecoveryError, RecoveryPolicy, Reservation, Sample, Sampler, SamplerConfig, Target,
     TelemetryBackend, WeightFormat, WorkError,
 };
-use lectern_models::{Embedder, Llm, ModelError, Qwen3Config};
+use lectern_models::{Embedder, Llm, ModelError, Qwen3, Qwen3Config};
 
 use crate::{Engine, EngineError};
 
@@ -487,17 +487,8 @@ pub(crate) fn llm_footprint(path: &Path, context: usize) -> Result<ModelFootprin
             config,
         )
     } else {
-        let mut file = std::fs::File::open(path).map_err(|e| invalid(path, e))?;
-        let size = file.metadata().map_err(|e| invalid(path, e))?.len();
-        let content = candle_core::quantized::gguf_file::Content::read(&mut file)
-            .map_err(|e| invalid(path, e))?;
-        let vocab = content
-            .tensor_infos
-            .get("token_embd.weight")
-            .and_then(|t| t.shape.dims().first().copied())
-            .unwrap_or(1);
-        let config =
-            Qwen3Config::from_gguf(&content.metadata, vocab).map_err(|e| invalid(path, e))?;
+        let size = std::fs::metadata(path).map_err(|e| invalid(path, e))?.len();
+        let config = Qwen3::read_gguf_config(path).map_err(EngineError::Model)?;
         (size, config)
     };
     let context = context.min(config.position_limit());

@@ -308,6 +308,7 @@ impl Engine {
                 query: query.to_string(),
                 mode,
                 top_k: depth,
+                collection: None,
             })
             .await?;
         let mut seen = HashSet::new();

@@ -209,6 +209,7 @@ mod tests {
                 Message::assistant("It boils at about 70 °C", vec![source(1, false, "x")], true)
                     .with_thinking("Air pressure is lower up there."),
             ],
+            collection: None,
         }
     }
 

@@ -15,6 +15,7 @@ mod ask;
 pub mod bench;
 pub mod bench_llm;
 pub mod bench_search;
+mod collections;
 mod config;
 mod conversations;
 mod device;
@@ -31,6 +32,10 @@ mod watched;
 
 pub use ask::{
     Answer, AskEvent, AskRequest, AskTimings, Citation, RetrievalTrace, SourceRef, TraceHit,
+};
+pub use collections::{
+    clean_collection_name, Collection, CollectionError, CollectionStore, COLLECTIONS_FILE,
+    MAX_COLLECTION_NAME_CHARS,
 };
 pub use config::{
     embedder_config_for, embedder_name, resolve_embedder, EngineConfig, DEFAULT_EMBEDDER,
@@ -75,7 +80,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use lectern_gpu::DeviceKind;
-use lectern_index::Library;
+use lectern_index::{DocFilter, Library};
 use lectern_ingest::Chunker;
 use lectern_models::{Embedder, Llm};
 
@@ -90,6 +95,23 @@ pub struct SearchRequest {
     /// How many hits to return.
     #[serde(default = "default_top_k")]
     pub top_k: usize,
+    /// The collection to search in (by name); `None` searches the whole
+    /// library.
+    #[serde(default)]
+    pub collection: Option<String>,
+}
+
+impl SearchRequest {
+    /// A request for `query` with the default mode and number of hits,
+    /// over the whole library.
+    pub fn new(query: impl Into<String>) -> Self {
+        Self {
+            query: query.into(),
+            mode: SearchMode::default(),
+            top_k: default_top_k(),
+            collection: None,
+        }
+    }
 }
 
 fn default_top_k() -> usize {
@@ -209,14 +231,32 @@ impl Engine {
         Ok(self.library.counts().await?)
     }
 
-    /// Removes a document by id, then compacts the library so its text
-    /// leaves the disk. Returns whether the document was indexed.
+    /// Removes a document by id, takes it out of every collection, then
+    /// compacts the library so its text leaves the disk. Returns whether
+    /// the document was indexed.
     pub async fn delete_document(&self, doc_id: &str) -> Result<bool, EngineError> {
         let existed = self.library.delete_document(doc_id).await?;
+        self.forget_in_collections(vec![doc_id.to_string()]).await?;
         if existed {
             self.library.compact().await?;
         }
         Ok(existed)
+    }
+
+    /// The indexed document `target` names: its id, or the path it was
+    /// read from (as given or canonical).
+    pub async fn find_document(&self, target: &str) -> Option<DocumentEntry> {
+        let docs = self.library.documents().await;
+        if let Some(d) = docs.iter().find(|d| d.doc_id == target) {
+            return Some(d.clone());
+        }
+        let path = Path::new(target);
+        let key = std::fs::canonicalize(path)
+            .unwrap_or_else(|_| path.to_path_buf())
+            .to_string_lossy()
+            .into_owned();
+        docs.into_iter()
+            .find(|d| d.path == key || Path::new(&d.path) == path)
     }
 
     /// Removes the document read from `path` (as given or canonical), if
@@ -293,6 +333,157 @@ impl Engine {
         Ok(self.library.vector_index().await?)
     }
 
+    /// The library's collections.
+    pub fn collection_store(&self) -> CollectionStore {
+        CollectionStore::new(self.library.dir())
+    }
+
+    /// Runs `f` on the collection store on a blocking thread.
+    async fn with_collections<T, F>(&self, f: F) -> Result<T, EngineError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&CollectionStore) -> Result<T, CollectionError> + Send + 'static,
+    {
+        let store = self.collection_store();
+        Ok(tokio::task::spawn_blocking(move || f(&store))
+            .await
+            .map_err(EngineError::join)??)
+    }
+
+    /// Every collection, by name, listing only documents that are indexed.
+    pub async fn collections(&self) -> Result<Vec<Collection>, EngineError> {
+        let mut list = self.with_collections(|s| s.list()).await?;
+        let known = self.library.documents().await;
+        for c in &mut list {
+            c.doc_ids.retain(|id| known.iter().any(|d| d.doc_id == *id));
+        }
+        Ok(list)
+    }
+
+    /// The collection called `name` (compared without regard to case),
+    /// listing only documents that are indexed.
+    pub async fn collection(&self, name: &str) -> Result<Collection, EngineError> {
+        let name = name.to_string();
+        let mut c = self.with_collections(move |s| s.get(&name)).await?;
+        let known = self.library.documents().await;
+        c.doc_ids.retain(|id| known.iter().any(|d| d.doc_id == *id));
+        Ok(c)
+    }
+
+    /// Makes an empty collection. Names are trimmed, 1 to 64 characters,
+    /// and unique without regard to case.
+    pub async fn create_collection(&self, name: &str) -> Result<Collection, EngineError> {
+        let name = name.to_string();
+        self.with_collections(move |s| s.create(&name)).await
+    }
+
+    /// Renames a collection; conversations scoped to it follow.
+    pub async fn rename_collection(
+        &self,
+        name: &str,
+        new_name: &str,
+    ) -> Result<Collection, EngineError> {
+        let (old, new) = (name.to_string(), new_name.to_string());
+        let renamed = self.with_collections(move |s| s.rename(&old, &new)).await?;
+        self.rescope_conversations(name, Some(renamed.name.clone()))
+            .await?;
+        Ok(renamed)
+    }
+
+    /// Deletes a collection; its documents stay in the library, and
+    /// conversations scoped to it are scoped to the whole library again.
+    pub async fn delete_collection(&self, name: &str) -> Result<Collection, EngineError> {
+        let n = name.to_string();
+        let gone = self.with_collections(move |s| s.delete(&n)).await?;
+        self.rescope_conversations(&gone.name, None).await?;
+        Ok(gone)
+    }
+
+    async fn rescope_conversations(
+        &self,
+        from: &str,
+        to: Option<String>,
+    ) -> Result<(), EngineError> {
+        let store = self.conversations();
+        let from = from.to_string();
+        tokio::task::spawn_blocking(move || store.rescope(&from, to.as_deref()))
+            .await
+            .map_err(EngineError::join)??;
+        Ok(())
+    }
+
+    /// Adds indexed documents (by id) to a collection. An id that is not in
+    /// the library is an error and nothing is added.
+    pub async fn add_to_collection(
+        &self,
+        name: &str,
+        doc_ids: &[String],
+    ) -> Result<Collection, EngineError> {
+        for id in doc_ids {
+            if self.library.document(id).await.is_none() {
+                return Err(CollectionError::UnknownDocument(id.clone()).into());
+            }
+        }
+        let (name, ids) = (name.to_string(), doc_ids.to_vec());
+        self.with_collections(move |s| s.add(&name, &ids)).await
+    }
+
+    /// Takes documents (by id) out of a collection; they stay in the
+    /// library. Ids not in the collection are ignored.
+    pub async fn remove_from_collection(
+        &self,
+        name: &str,
+        doc_ids: &[String],
+    ) -> Result<Collection, EngineError> {
+        let (name, ids) = (name.to_string(), doc_ids.to_vec());
+        self.with_collections(move |s| s.remove(&name, &ids)).await
+    }
+
+    /// Scopes a conversation to a collection (`None`: the whole library)
+    /// after checking that the collection exists; stores the collection's
+    /// name as it is spelt.
+    pub async fn set_conversation_collection(
+        &self,
+        conversation_id: &str,
+        collection: Option<&str>,
+    ) -> Result<Conversation, EngineError> {
+        let name = match collection.map(str::trim).filter(|c| !c.is_empty()) {
+            Some(c) => Some(self.collection(c).await?.name),
+            None => None,
+        };
+        let store = self.conversations();
+        let id = conversation_id.to_string();
+        Ok(
+            tokio::task::spawn_blocking(move || store.set_collection(&id, name.as_deref()))
+                .await
+                .map_err(EngineError::join)??,
+        )
+    }
+
+    /// Takes documents that left the library out of every collection.
+    pub(crate) async fn forget_in_collections(
+        &self,
+        doc_ids: Vec<String>,
+    ) -> Result<(), EngineError> {
+        self.with_collections(move |s| s.forget_documents(&doc_ids))
+            .await
+            .map(|_| ())
+    }
+
+    /// The document filter for a search scoped to `collection`; `None`
+    /// when the search covers the whole library. An unknown collection is
+    /// an error; an empty one gives a filter that matches nothing.
+    pub(crate) async fn scope_filter(
+        &self,
+        collection: Option<&str>,
+    ) -> Result<Option<DocFilter>, EngineError> {
+        let Some(name) = collection.map(str::trim).filter(|c| !c.is_empty()) else {
+            return Ok(None);
+        };
+        let c = self.collection(name).await?;
+        Ok(Some(DocFilter::new(c.doc_ids)?))
+    }
+
     /// Runs a search, fusing hybrid results as [`Engine::fusion`] says.
     pub async fn search(&self, req: &SearchRequest) -> Result<Vec<SearchHit>, EngineError> {
         self.search_with(req, self.fusion()).await
@@ -315,22 +506,28 @@ impl Engine {
             ));
         }
         let k = req.top_k.max(1);
+        let filter = self.scope_filter(req.collection.as_deref()).await?;
+        if filter.as_ref().is_some_and(DocFilter::is_empty) {
+            return Ok(Vec::new());
+        }
         let Some(reranker) = self.reranker_for_search().await? else {
-            return self.retrieve(req, fusion, k).await;
+            return self.retrieve(req, fusion, k, filter.as_ref()).await;
         };
         let candidates = self
-            .retrieve(req, fusion, k.max(self.rerank_depth()))
+            .retrieve(req, fusion, k.max(self.rerank_depth()), filter.as_ref())
             .await?;
         self.rerank_hits(reranker, &req.query, candidates, k).await
     }
 
     /// The retrieval stages of a search: the legs `req.mode` asks for and,
-    /// in hybrid mode, their fusion; the best `k` hits.
+    /// in hybrid mode, their fusion; the best `k` hits among the documents
+    /// `filter` allows (all when `None`), each leg filtered before ranking.
     async fn retrieve(
         &self,
         req: &SearchRequest,
         fusion: Fusion,
         k: usize,
+        filter: Option<&DocFilter>,
     ) -> Result<Vec<SearchHit>, EngineError> {
         // The query embedder and the vector table change together, never
         // between embedding a query and searching with it.
@@ -338,13 +535,20 @@ impl Engine {
         match req.mode {
             SearchMode::Bm25 => Ok(self
                 .library
-                .search(&req.query, None, SearchMode::Bm25, k)
+                .search_fused_filtered(&req.query, None, SearchMode::Bm25, k, fusion, filter)
                 .await?),
             SearchMode::Dense => {
                 let v = self.embed_query(&req.query).await?;
                 Ok(self
                     .library
-                    .search(&req.query, Some(&v), SearchMode::Dense, k)
+                    .search_fused_filtered(
+                        &req.query,
+                        Some(&v),
+                        SearchMode::Dense,
+                        k,
+                        fusion,
+                        filter,
+                    )
                     .await?)
             }
             SearchMode::Hybrid => {
@@ -352,11 +556,15 @@ impl Engine {
                 let (dense, bm25) = tokio::try_join!(
                     async {
                         let v = self.embed_query(&req.query).await?;
-                        Ok::<_, EngineError>(self.library.search_dense(&v, depth).await?)
+                        Ok::<_, EngineError>(
+                            self.library
+                                .search_dense_filtered(&v, depth, filter)
+                                .await?,
+                        )
                     },
                     async {
                         self.library
-                            .search_bm25(&req.query, depth)
+                            .search_bm25_filtered(&req.query, depth, filter)
                             .await
                             .map_err(EngineError::from)
                     }

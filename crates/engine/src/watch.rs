@@ -87,6 +87,7 @@ impl Engine {
             if self.library.delete_document(&doc.doc_id).await? {
                 removed += 1;
             }
+            self.forget_in_collections(vec![doc.doc_id.clone()]).await?;
         }
         if removed > 0 {
             self.library.compact().await?;

@@ -10,7 +10,6 @@ use std::path::PathBuf;
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
-use candle_core::Device;
 use lectern_engine::{
     AskRequest, Engine, EngineConfig, RerankMode, SearchHit, SearchMode, SearchRequest,
 };
@@ -50,6 +49,7 @@ async fn search(engine: &Engine, mode: SearchMode, top_k: usize) -> Vec<SearchHi
             query: QUERY.into(),
             mode,
             top_k,
+            collection: None,
         })
         .await
         .expect("search")
@@ -95,7 +95,11 @@ async fn reranked_hits_are_ordered_by_the_cross_encoder_and_keep_their_evidence(
         assert_eq!(ids(&fused_top5), ids(&fused[..5]));
 
         // What the cross-encoder says about every candidate, computed here.
-        let reference = Reranker::load(RerankerConfig::new(&tiny), &Device::Cpu).unwrap();
+        let reference = Reranker::load(
+            RerankerConfig::new(&tiny),
+            &lectern_models::candle_device(&lectern_engine::gpu::DeviceKind::Cpu).unwrap(),
+        )
+        .unwrap();
         let texts: Vec<&str> = fused.iter().map(|h| h.chunk.text.as_str()).collect();
         let scores = reference.score(QUERY, &texts).unwrap();
         let mut expected: Vec<(String, f32)> = fused
@@ -191,6 +195,7 @@ async fn reranked_hits_are_ordered_by_the_cross_encoder_and_keep_their_evidence(
                 query: QUERY.into(),
                 mode: SearchMode::Hybrid,
                 top_k: 5,
+                collection: None,
             })
             .await
             .unwrap_err();

@@ -20,6 +20,7 @@
 //! therefore leaves a document either fully searchable or absent.
 
 mod error;
+mod filter;
 mod fusion;
 mod manifest;
 mod switch;
@@ -28,6 +29,7 @@ mod types;
 mod vectors;
 
 pub use error::IndexError;
+pub use filter::DocFilter;
 pub use fusion::{
     fuse, normalized_fusion, reciprocal_rank_fusion, Fusion, DEFAULT_DENSE_WEIGHT, RRF_K,
 };
@@ -525,10 +527,26 @@ impl Library {
 
     /// BM25 leg: best `k` chunks for `query`.
     pub async fn search_bm25(&self, query: &str, k: usize) -> Result<Vec<LegHit>, IndexError> {
+        self.search_bm25_filtered(query, k, None).await
+    }
+
+    /// Like [`Library::search_bm25`], among the documents `filter` allows
+    /// (all when `None`): the best `k` of their chunks, however they rank in
+    /// the whole library.
+    pub async fn search_bm25_filtered(
+        &self,
+        query: &str,
+        k: usize,
+        filter: Option<&DocFilter>,
+    ) -> Result<Vec<LegHit>, IndexError> {
+        if filter.is_some_and(DocFilter::is_empty) {
+            return Ok(Vec::new());
+        }
         let text = self.text.clone();
         let q = query.to_string();
+        let f = filter.cloned();
         // Over-fetch a little so hits of unfinished documents can be dropped.
-        let hits = tokio::task::spawn_blocking(move || text.search(&q, k + 16))
+        let hits = tokio::task::spawn_blocking(move || text.search(&q, k + 16, f.as_ref()))
             .await
             .map_err(IndexError::join)??;
         Ok(self.visible(hits, k).await)
@@ -537,8 +555,19 @@ impl Library {
     /// Dense leg: the `k` chunks nearest to `vector` (cosine), through the
     /// approximate-nearest-neighbour index where the table has one.
     pub async fn search_dense(&self, vector: &[f32], k: usize) -> Result<Vec<LegHit>, IndexError> {
-        let hits = self.vectors().search(vector, k + 16, false).await?;
-        Ok(self.visible(hits, k).await)
+        self.search_dense_filtered(vector, k, None).await
+    }
+
+    /// Like [`Library::search_dense`], among the documents `filter` allows
+    /// (all when `None`). LanceDB applies the filter before choosing the
+    /// nearest rows, with or without the ANN index.
+    pub async fn search_dense_filtered(
+        &self,
+        vector: &[f32],
+        k: usize,
+        filter: Option<&DocFilter>,
+    ) -> Result<Vec<LegHit>, IndexError> {
+        self.dense(vector, k, false, filter).await
     }
 
     /// Like [`Library::search_dense`], but always exact: compares `vector`
@@ -549,7 +578,42 @@ impl Library {
         vector: &[f32],
         k: usize,
     ) -> Result<Vec<LegHit>, IndexError> {
-        let hits = self.vectors().search(vector, k + 16, true).await?;
+        self.dense(vector, k, true, None).await
+    }
+
+    /// Like [`Library::search_dense_exact`], among the documents `filter`
+    /// allows (all when `None`).
+    pub async fn search_dense_exact_filtered(
+        &self,
+        vector: &[f32],
+        k: usize,
+        filter: Option<&DocFilter>,
+    ) -> Result<Vec<LegHit>, IndexError> {
+        self.dense(vector, k, true, filter).await
+    }
+
+    async fn dense(
+        &self,
+        vector: &[f32],
+        k: usize,
+        exact: bool,
+        filter: Option<&DocFilter>,
+    ) -> Result<Vec<LegHit>, IndexError> {
+        let store = self.vectors();
+        if filter.is_some_and(DocFilter::is_empty) {
+            // Still refuse a query vector of the wrong size.
+            if vector.len() != store.dim() {
+                return Err(IndexError::DimensionMismatch {
+                    library: store.dim(),
+                    model: vector.len(),
+                });
+            }
+            return Ok(Vec::new());
+        }
+        let predicate = filter.map(DocFilter::sql_predicate);
+        let hits = store
+            .search(vector, k + 16, exact, predicate.as_deref())
+            .await?;
         Ok(self.visible(hits, k).await)
     }
 
@@ -607,20 +671,36 @@ impl Library {
         k: usize,
         fusion: Fusion,
     ) -> Result<Vec<SearchHit>, IndexError> {
+        self.search_fused_filtered(query, vector, mode, k, fusion, None)
+            .await
+    }
+
+    /// Like [`Library::search_fused`], among the documents `filter` allows
+    /// (all when `None`). Both legs apply the filter before ranking, so
+    /// fusion sees each leg's best chunks of those documents.
+    pub async fn search_fused_filtered(
+        &self,
+        query: &str,
+        vector: Option<&[f32]>,
+        mode: SearchMode,
+        k: usize,
+        fusion: Fusion,
+        filter: Option<&DocFilter>,
+    ) -> Result<Vec<SearchHit>, IndexError> {
         let need_vector = || {
             vector
                 .ok_or_else(|| IndexError::InvalidInput("dense search needs a query vector".into()))
         };
         match mode {
             SearchMode::Bm25 => Ok(self
-                .search_bm25(query, k)
+                .search_bm25_filtered(query, k, filter)
                 .await?
                 .into_iter()
                 .enumerate()
                 .map(|(i, h)| SearchHit::from_leg(h, i, SearchMode::Bm25))
                 .collect()),
             SearchMode::Dense => Ok(self
-                .search_dense(need_vector()?, k)
+                .search_dense_filtered(need_vector()?, k, filter)
                 .await?
                 .into_iter()
                 .enumerate()
@@ -629,8 +709,10 @@ impl Library {
             SearchMode::Hybrid => {
                 let v = need_vector()?;
                 let depth = k.max(FUSION_DEPTH);
-                let (bm25, dense) =
-                    tokio::try_join!(self.search_bm25(query, depth), self.search_dense(v, depth))?;
+                let (bm25, dense) = tokio::try_join!(
+                    self.search_bm25_filtered(query, depth, filter),
+                    self.search_dense_filtered(v, depth, filter)
+                )?;
                 Ok(fuse(bm25, dense, fusion, k))
             }
         }

@@ -6,7 +6,7 @@ use std::sync::Mutex;
 
 use tantivy::collector::{Count, TopDocs};
 use tantivy::directory::MmapDirectory;
-use tantivy::query::{BooleanQuery, Occur, Query, TermQuery};
+use tantivy::query::{BooleanQuery, ConstScoreQuery, Occur, Query, TermQuery, TermSetQuery};
 use tantivy::schema::{
     Field, IndexRecordOption, Schema, TextFieldIndexing, TextOptions, Value, STORED, STRING,
 };
@@ -15,7 +15,7 @@ use tantivy::tokenizer::{
 };
 use tantivy::{Index, IndexReader, IndexWriter, ReloadPolicy, TantivyDocument, Term};
 
-use crate::{ChunkRecord, IndexError, LegHit};
+use crate::{ChunkRecord, DocFilter, IndexError, LegHit};
 
 const ANALYZER: &str = "lectern_en";
 /// Weight of a title match relative to a body match.
@@ -207,7 +207,15 @@ impl TextIndex {
         Ok(self.reader.searcher().num_docs() as usize)
     }
 
-    pub(crate) fn search(&self, query: &str, k: usize) -> Result<Vec<LegHit>, IndexError> {
+    /// The best `k` chunks for `query`, among the documents `filter` allows
+    /// when there is one (the filter is part of the query, so the top `k`
+    /// are found among those documents, with unchanged BM25 scores).
+    pub(crate) fn search(
+        &self,
+        query: &str,
+        k: usize,
+        filter: Option<&DocFilter>,
+    ) -> Result<Vec<LegHit>, IndexError> {
         let mut analyzer = self
             .index
             .tokenizer_for_field(self.fields.text)
@@ -217,7 +225,7 @@ impl TextIndex {
         while stream.advance() {
             terms.push(stream.token().text.clone());
         }
-        if terms.is_empty() || k == 0 {
+        if terms.is_empty() || k == 0 || filter.is_some_and(DocFilter::is_empty) {
             return Ok(Vec::new());
         }
         let mut clauses: Vec<(Occur, Box<dyn Query>)> = Vec::new();
@@ -240,9 +248,24 @@ impl TextIndex {
                 )),
             ));
         }
-        let query = BooleanQuery::new(clauses);
+        let mut query: Box<dyn Query> = Box::new(BooleanQuery::new(clauses));
+        if let Some(filter) = filter {
+            let allowed = TermSetQuery::new(
+                filter
+                    .ids()
+                    .map(|id| Term::from_field_text(self.fields.doc_id, id)),
+            );
+            // A score of zero: the filter decides membership, not rank.
+            query = Box::new(BooleanQuery::new(vec![
+                (Occur::Must, query),
+                (
+                    Occur::Must,
+                    Box::new(ConstScoreQuery::new(Box::new(allowed), 0.0)),
+                ),
+            ]));
+        }
         let searcher = self.reader.searcher();
-        let top = searcher.search(&query, &TopDocs::with_limit(k).order_by_score())?;
+        let top = searcher.search(&*query, &TopDocs::with_limit(k).order_by_score())?;
         let mut hits = Vec::with_capacity(top.len());
         for (score, addr) in top {
             let doc: TantivyDocument = searcher.doc(addr)?;

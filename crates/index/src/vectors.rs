@@ -598,11 +598,16 @@ impl VectorStore {
         Ok(())
     }
 
+    /// The `k` rows nearest to `vector`, among the rows matching the SQL
+    /// predicate `filter` when there is one. The filter is applied before
+    /// the nearest neighbours are chosen (a prefilter), with or without the
+    /// ANN index, so `k` rows come back whenever `k` rows match.
     pub(crate) async fn search(
         &self,
         vector: &[f32],
         k: usize,
         exact: bool,
+        filter: Option<&str>,
     ) -> Result<Vec<LegHit>, IndexError> {
         if vector.len() != self.dim {
             return Err(IndexError::DimensionMismatch {
@@ -623,6 +628,10 @@ impl VectorStore {
                 RECORD_COLUMNS.iter().map(|s| s.to_string()).collect(),
             ))
             .limit(k);
+        let query = match filter {
+            Some(predicate) => query.only_if(predicate),
+            None => query,
+        };
         // Without an index lance searches exactly and ignores the probe and
         // refine settings.
         let query = if exact {

@@ -210,6 +210,24 @@ pub(crate) fn safetensor_files(dir: &Path) -> Result<Vec<PathBuf>, ModelError> {
     })
 }
 
+/// The hyper-parameters in a GGUF header: its metadata, the vocabulary
+/// from the token table's shape, and tied embeddings when there is no
+/// separate output matrix.
+fn gguf_config(path: &Path, content: &gguf_file::Content) -> Result<Qwen3Config, ModelError> {
+    let vocab = content
+        .tensor_infos
+        .get("token_embd.weight")
+        .ok_or_else(|| invalid(path, "no token_embd.weight tensor"))?
+        .shape
+        .dims()
+        .first()
+        .copied()
+        .unwrap_or(0);
+    let mut cfg = Qwen3Config::from_gguf(&content.metadata, vocab).map_err(|e| invalid(path, e))?;
+    cfg.tie_word_embeddings = !content.tensor_infos.contains_key("output.weight");
+    Ok(cfg)
+}
+
 fn check_kv_dtype(dtype: DType) -> Result<DType, String> {
     match dtype {
         DType::F32 | DType::F16 | DType::BF16 => Ok(dtype),
@@ -269,6 +287,14 @@ impl Qwen3 {
         Self::from_gguf_content(path, content, reader, device, opts)
     }
 
+    /// Reads a GGUF file's hyper-parameters from its header, without
+    /// loading any weights.
+    pub fn read_gguf_config(path: &Path) -> Result<Qwen3Config, ModelError> {
+        let mut file = BufReader::new(File::open(path).map_err(|e| invalid(path, e))?);
+        let content = gguf_file::Content::read(&mut file).map_err(|e| invalid(path, e))?;
+        gguf_config(path, &content)
+    }
+
     /// Builds the model from a GGUF file whose header has been read.
     pub(crate) fn from_gguf_content(
         path: &Path,
@@ -277,18 +303,7 @@ impl Qwen3 {
         device: &Device,
         opts: Qwen3Options,
     ) -> Result<Self, ModelError> {
-        let vocab = content
-            .tensor_infos
-            .get("token_embd.weight")
-            .ok_or_else(|| invalid(path, "no token_embd.weight tensor"))?
-            .shape
-            .dims()
-            .first()
-            .copied()
-            .unwrap_or(0);
-        let mut cfg =
-            Qwen3Config::from_gguf(&content.metadata, vocab).map_err(|e| invalid(path, e))?;
-        cfg.tie_word_embeddings = !content.tensor_infos.contains_key("output.weight");
+        let cfg = gguf_config(path, &content)?;
         let dtype = opts.dtype.unwrap_or(DType::F32);
         let source = WeightSource::gguf(path, content, reader, dtype, device);
         Self::build(cfg, source, device, opts, path)
@@ -576,6 +591,27 @@ impl Qwen3 {
             .map_err(|_| candle_core::Error::msg("gate/up projection count"))?;
         let mlp = l.down.forward(&(candle_nn::ops::silu(&gate)? * up)?)?;
         x + mlp
+    }
+
+    /// The most likely next token in `logits` (as [`Qwen3::forward`]
+    /// returns them for [`Logits::Last`]): greedy decoding. Ties go to the
+    /// lowest token id.
+    pub fn greedy(logits: &Tensor) -> Result<u32, ModelError> {
+        let v: Vec<f32> = logits
+            .flatten_all()
+            .and_then(|t| t.to_vec1())
+            .map_err(|e| ModelError::Compute(format!("reading logits: {e}")))?;
+        let (best, _) = v
+            .iter()
+            .enumerate()
+            .fold((0usize, f32::NEG_INFINITY), |best, (i, &x)| {
+                if x > best.1 {
+                    (i, x)
+                } else {
+                    best
+                }
+            });
+        Ok(best as u32)
     }
 
     /// The file or folder the weights came from.
