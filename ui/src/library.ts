@@ -390,7 +390,7 @@ function documentRow(d: DocumentInfo): HTMLTableRowElement {
     selectCell(d),
     h(
       "td",
-      {},
+      { class: "doc" },
       h(
         "div",
         { class: "doc-title" },
