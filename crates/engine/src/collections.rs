@@ -116,6 +116,13 @@ pub fn clean_collection_name(raw: &str) -> Result<String, CollectionError> {
     Ok(name.to_owned())
 }
 
+/// Where the collection called `name` (ignoring case) is in `list`.
+fn position(list: &[Collection], name: &str) -> Result<usize, CollectionError> {
+    list.iter()
+        .position(|c| same_name(&c.name, name))
+        .ok_or_else(|| CollectionError::NotFound(name.to_owned()))
+}
+
 fn same_name(a: &str, b: &str) -> bool {
     a.to_lowercase() == b.to_lowercase()
 }
@@ -246,10 +253,7 @@ impl CollectionStore {
         let new_name = clean_collection_name(new_name)?;
         let name = name.trim();
         self.update(|list| {
-            let at = list
-                .iter()
-                .position(|c| same_name(&c.name, name))
-                .ok_or_else(|| CollectionError::NotFound(name.to_owned()))?;
+            let at = position(list, name)?;
             if let Some(other) = list
                 .iter()
                 .enumerate()
@@ -266,10 +270,7 @@ impl CollectionStore {
     pub fn delete(&self, name: &str) -> Result<Collection, CollectionError> {
         let name = name.trim();
         self.update(|list| {
-            let at = list
-                .iter()
-                .position(|c| same_name(&c.name, name))
-                .ok_or_else(|| CollectionError::NotFound(name.to_owned()))?;
+            let at = position(list, name)?;
             Ok(list.remove(at))
         })
     }
@@ -278,10 +279,8 @@ impl CollectionStore {
     pub fn add(&self, name: &str, doc_ids: &[String]) -> Result<Collection, CollectionError> {
         let name = name.trim();
         self.update(|list| {
-            let c = list
-                .iter_mut()
-                .find(|c| same_name(&c.name, name))
-                .ok_or_else(|| CollectionError::NotFound(name.to_owned()))?;
+            let at = position(list, name)?;
+            let c = &mut list[at];
             c.doc_ids.extend(doc_ids.iter().cloned());
             c.doc_ids.sort();
             c.doc_ids.dedup();
@@ -293,10 +292,8 @@ impl CollectionStore {
     pub fn remove(&self, name: &str, doc_ids: &[String]) -> Result<Collection, CollectionError> {
         let name = name.trim();
         self.update(|list| {
-            let c = list
-                .iter_mut()
-                .find(|c| same_name(&c.name, name))
-                .ok_or_else(|| CollectionError::NotFound(name.to_owned()))?;
+            let at = position(list, name)?;
+            let c = &mut list[at];
             c.doc_ids.retain(|d| !doc_ids.contains(d));
             Ok(c.clone())
         })
