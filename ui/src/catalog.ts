@@ -5,7 +5,7 @@
  */
 import { asCommandError, cancelDownload, downloadModel, inApp, modelCatalog, type CatalogModelView, type DownloadUpdate } from "./api";
 import { byId, formatCount, h } from "./dom";
-import { errorText, formatBytes } from "./shell";
+import { errorText, formatBytes, libraryChanged } from "./shell";
 
 const body = byId("catalog-body");
 const summary = byId("catalog-summary");
@@ -88,6 +88,8 @@ async function startDownload(m: CatalogModelView, action: HTMLButtonElement, pro
   try {
     await downloadModel(m.id, onEvent);
     result.textContent = `${m.id} is installed and verified.`;
+    // A first embedding model lets the library open; the screens recheck.
+    libraryChanged();
   } catch (err) {
     const e = asCommandError(err);
     result.textContent =

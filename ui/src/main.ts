@@ -36,6 +36,8 @@ const screens = [
   },
 ];
 
+const MODELS_SCREEN = screens.findIndex((s) => s.panel.id === "screen-models");
+
 function selectScreen(index: number): void {
   screens.forEach((s, i) => {
     const selected = i === index;
@@ -94,9 +96,20 @@ async function refreshStats(): Promise<void> {
     if (libraryProblem) hideNotice("library");
     libraryProblem = false;
   } catch (err) {
-    const message = errorText(asCommandError(err));
-    topbarStats.textContent = "Library unavailable";
-    if (!libraryProblem) showNotice(`The library could not open: ${message}`, "library");
+    const e = asCommandError(err);
+    if (e.code === "no_embedder") {
+      // A fresh install: nothing is broken, a model is simply not there yet.
+      topbarStats.textContent = "No embedding model";
+      if (!libraryProblem)
+        showNotice(
+          "Lectern needs an embedding model to read and search your documents, and none is installed yet.",
+          "library",
+          { label: "Get one in Models & GPU", run: () => selectScreen(MODELS_SCREEN) },
+        );
+    } else {
+      topbarStats.textContent = "Library unavailable";
+      if (!libraryProblem) showNotice(`The library could not open: ${errorText(e)}`, "library");
+    }
     libraryProblem = true;
   } finally {
     statsPending = false;

@@ -1,11 +1,22 @@
 /** Things every screen shares: the notice bar, error text and formatting. */
 import type { CommandError } from "./api";
-import { byId, formatCount } from "./dom";
+import { byId, formatCount, h } from "./dom";
 
 const notice = byId("notice");
 
-export function showNotice(message: string, source = "app"): void {
-  notice.textContent = message;
+/** A button in the notice bar that leads to what fixes the problem. */
+export interface NoticeAction {
+  label: string;
+  run: () => void;
+}
+
+export function showNotice(message: string, source = "app", action?: NoticeAction): void {
+  notice.replaceChildren(message);
+  if (action) {
+    const button = h("button", { class: "notice-action", text: action.label, attrs: { type: "button" } });
+    button.addEventListener("click", action.run);
+    notice.append(" ", button);
+  }
   notice.dataset.source = source;
   notice.hidden = false;
 }

@@ -21,6 +21,14 @@ pub enum EngineError {
     /// Something needed is not configured (for example no language model).
     #[error("{0}")]
     NotConfigured(String),
+    /// No embedding model is installed where the configuration points, so
+    /// the library cannot read or search documents until one is.
+    #[error(
+        "no embedding model is installed (looked in {}); download one on the \
+         Models screen or with `lectern models pull all-MiniLM-L6-v2`",
+        .0.display()
+    )]
+    NoEmbedder(std::path::PathBuf),
     /// Watching a folder failed.
     #[error("{0}")]
     Watch(String),
@@ -58,6 +66,7 @@ impl EngineError {
             EngineError::Gpu(_) => ("gpu", false),
             EngineError::InvalidInput(_) => ("invalid_input", false),
             EngineError::NotConfigured(_) => ("not_configured", false),
+            EngineError::NoEmbedder(_) => ("no_embedder", true),
             EngineError::Watch(_) => ("watch", true),
             EngineError::Cancelled => ("cancelled", true),
             EngineError::Internal(_) => ("internal", true),

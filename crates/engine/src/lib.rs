@@ -168,6 +168,9 @@ impl Engine {
         let gpu = gpu_side.status().clone();
         let device = gpu.selected;
         tracing::info!(device = %device, reason = %gpu.reason, "compute device");
+        if !config.embedder_dir.join("config.json").is_file() {
+            return Err(EngineError::NoEmbedder(config.embedder_dir.clone()));
+        }
         let emb_cfg = config.embedder_config()?;
         let chunk_cfg = config.chunking.clone();
         let dev = device;
