@@ -119,13 +119,15 @@ pub async fn ingest(
     paths: Vec<String>,
     on_event: Channel<IngestUpdate>,
 ) -> CommandResult<IngestSummary> {
-    run_ingest(&state, paths, on_event).await
+    run_ingest(&state, paths, on_event, false).await
 }
 
+/// Reads the paths into the library; `again` reads unchanged files too.
 async fn run_ingest(
     state: &AppState,
     paths: Vec<String>,
     on_event: Channel<IngestUpdate>,
+    again: bool,
 ) -> CommandResult<IngestSummary> {
     let mut seen = std::collections::HashSet::new();
     let paths: Vec<String> = paths
@@ -285,7 +287,11 @@ async fn run_ingest(
         })
     };
 
-    let result = engine.ingest(targets, progress, cancel.clone()).await;
+    let result = if again {
+        engine.reindex(targets, progress, cancel.clone()).await
+    } else {
+        engine.ingest(targets, progress, cancel.clone()).await
+    };
     state.end_ingest(&cancel);
 
     let Ok(t) = tracker.lock() else {
@@ -361,9 +367,9 @@ pub async fn delete_document(state: State<'_, AppState>, id: String) -> CommandR
     Ok(engine.delete_document(id).await?)
 }
 
-/// Reads a document again from its path: it is removed, then ingested anew
-/// with progress on `on_event`. A file that is gone is refused before
-/// anything is removed.
+/// Reads a document again from its path, with progress on `on_event`. The
+/// indexed version is replaced only once the new reading succeeded; a file
+/// that is gone is refused with nothing changed.
 #[tauri::command]
 #[specta::specta]
 pub async fn reindex_document(
@@ -387,22 +393,9 @@ pub async fn reindex_document(
             format!("{} is no longer there; nothing was changed", entry.path),
         ));
     }
-    // The document keeps its id when read again: it stays in its collections.
-    let member_of: Vec<String> = engine
-        .collections()
-        .await?
-        .into_iter()
-        .filter(|c| c.doc_ids.iter().any(|d| d == id))
-        .map(|c| c.name)
-        .collect();
-    engine.delete_document(id).await?;
-    let summary = run_ingest(&state, vec![entry.path], on_event).await?;
-    if engine.documents().await.iter().any(|d| d.doc_id == id) {
-        for name in member_of {
-            engine.add_to_collection(&name, &[id.to_owned()]).await?;
-        }
-    }
-    Ok(summary)
+    // Read in place: the document keeps its id (and its collections), and a
+    // file that no longer reads leaves the indexed version untouched.
+    run_ingest(&state, vec![entry.path], on_event, true).await
 }
 
 // ---------------------------------------------------------------- search

@@ -181,3 +181,76 @@ async fn deleted_text_leaves_the_disk() {
     assert!(c.is_consistent(), "{c:?}");
     assert_eq!(c.documents, 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reindex_reads_again_and_a_failure_keeps_the_indexed_version() {
+    let data = tempfile::tempdir().unwrap();
+    let folder = tempfile::tempdir().unwrap();
+    let files = copy_docs(
+        folder.path(),
+        &[
+            "pdf/acmart-sample-sigconf-2col.pdf",
+            "md/rust-book-ch08-02-strings.md",
+        ],
+    );
+    let engine = open(data.path().to_path_buf()).await;
+    let (first, _) = ingest(&engine, files.clone()).await;
+    assert_eq!(first.indexed, 2, "{first:?}");
+    let pdf = engine
+        .documents()
+        .await
+        .into_iter()
+        .find(|d| d.path.ends_with(".pdf"))
+        .unwrap();
+    engine.create_collection("Papers").await.unwrap();
+    engine
+        .add_to_collection("Papers", std::slice::from_ref(&pdf.doc_id))
+        .await
+        .unwrap();
+    let quiet: lectern_engine::ProgressFn = Arc::new(|_| {});
+    let no_cancel = || Arc::new(AtomicBool::new(false));
+
+    // Unchanged, but read again on request: same id, same passages.
+    let again = engine
+        .reindex(vec![files[0].clone()], quiet.clone(), no_cancel())
+        .await
+        .unwrap();
+    assert_eq!((again.indexed, again.unchanged), (1, 0), "{again:?}");
+    assert_eq!(again.chunks, pdf.chunks as usize);
+    let members = engine.collection("Papers").await.unwrap().doc_ids;
+    assert_eq!(members, vec![pdf.doc_id.clone()]);
+
+    // The file is now damaged: the read fails, and the library still has the
+    // version it indexed, searchable and in its collection.
+    std::fs::write(
+        &files[0],
+        b"%PDF-1.7\n1 0 obj << /Type /Catalog >>\ngarbage",
+    )
+    .unwrap();
+    let broken = engine
+        .reindex(vec![files[0].clone()], quiet, no_cancel())
+        .await
+        .unwrap();
+    assert_eq!((broken.indexed, broken.failed.len()), (0, 1), "{broken:?}");
+    let kept = engine
+        .documents()
+        .await
+        .into_iter()
+        .find(|d| d.doc_id == pdf.doc_id)
+        .expect("the indexed version is still there");
+    assert_eq!(kept.chunks, pdf.chunks);
+    assert_eq!(kept.content_hash, pdf.content_hash);
+    let scoped = engine
+        .search(&SearchRequest {
+            query: "ACM reference format".into(),
+            mode: SearchMode::Bm25,
+            top_k: 3,
+            collection: Some("Papers".into()),
+        })
+        .await
+        .unwrap();
+    assert!(!scoped.is_empty());
+    assert!(scoped.iter().all(|h| h.chunk.doc_id == pdf.doc_id));
+    let c = engine.verify().await.unwrap();
+    assert!(c.is_consistent(), "{c:?}");
+}

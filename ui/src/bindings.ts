@@ -23,9 +23,9 @@ export const commands = {
 	/**  Removes a document from both stores; false when it was not in the library. */
 	deleteDocument: (id: string) => typedError<boolean, CommandError>(__TAURI_INVOKE("delete_document", { id })),
 	/**
-	 *  Reads a document again from its path: it is removed, then ingested anew
-	 *  with progress on `on_event`. A file that is gone is refused before
-	 *  anything is removed.
+	 *  Reads a document again from its path, with progress on `on_event`. The
+	 *  indexed version is replaced only once the new reading succeeded; a file
+	 *  that is gone is refused with nothing changed.
 	 */
 	reindexDocument: (id: string, onEvent: Channel<IngestUpdate>) => typedError<IngestSummary, CommandError>(__TAURI_INVOKE("reindex_document", { id, onEvent })),
 	/**  Searches the library: hybrid, dense or BM25, with each leg's rank. */

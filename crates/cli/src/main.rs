@@ -50,6 +50,10 @@ enum Command {
         /// Files or folders.
         #[arg(required = true)]
         paths: Vec<PathBuf>,
+        /// Read files again even when unchanged; a file that now fails
+        /// keeps its indexed version.
+        #[arg(long)]
+        again: bool,
         /// Print the report as JSON.
         #[arg(long)]
         json: bool,
@@ -740,7 +744,7 @@ async fn run() -> Result<()> {
                 print!("{}", report.render_text());
             }
         }
-        Command::Ingest { paths, json } => {
+        Command::Ingest { paths, again, json } => {
             let engine = open(&cli).await?;
             let bar = progress::IngestProgress::new(std::io::stderr().is_terminal() && !json);
             let sink = bar.sink();
@@ -753,9 +757,12 @@ async fn run() -> Result<()> {
                 );
                 paths.extend(pending);
             }
-            let report = engine
-                .ingest(paths, sink, Arc::new(AtomicBool::new(false)))
-                .await?;
+            let cancel = Arc::new(AtomicBool::new(false));
+            let report = if *again {
+                engine.reindex(paths, sink, cancel).await?
+            } else {
+                engine.ingest(paths, sink, cancel).await?
+            };
             bar.finish();
             if *json {
                 println!("{}", serde_json::to_string_pretty(&report)?);

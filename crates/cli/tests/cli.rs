@@ -17,6 +17,15 @@ fn ingest_search_and_ask_from_the_command_line() {
     let pdf = shared_docs().join("pdf/dpr-paper-2col-tables.pdf");
     let out = ok(&lectern(data.path(), &["ingest", pdf.to_str().unwrap()]));
     assert!(out.contains("Indexed 1 file(s)"), "{out}");
+    let out = ok(&lectern(data.path(), &["ingest", pdf.to_str().unwrap()]));
+    assert!(out.contains("Indexed 0 file(s)"), "{out}");
+    assert!(out.contains("1 unchanged"), "{out}");
+    let out = ok(&lectern(
+        data.path(),
+        &["ingest", "--again", pdf.to_str().unwrap()],
+    ));
+    assert!(out.contains("Indexed 1 file(s)"), "{out}");
+    assert!(out.contains("0 unchanged"), "{out}");
 
     let out = ok(&lectern(
         data.path(),

@@ -291,6 +291,30 @@ impl Engine {
         progress: ProgressFn,
         cancel: Arc<AtomicBool>,
     ) -> Result<IngestReport, EngineError> {
+        self.ingest_files(paths, progress, cancel, false).await
+    }
+
+    /// Reads files again even when their content is unchanged (after a
+    /// parser or chunking change, or to repair a document). Each document
+    /// keeps its id, and so its collections, and its old passages stay
+    /// searchable until the new ones replace them in one write: a file that
+    /// now fails to read leaves the indexed version as it was.
+    pub async fn reindex(
+        &self,
+        paths: Vec<PathBuf>,
+        progress: ProgressFn,
+        cancel: Arc<AtomicBool>,
+    ) -> Result<IngestReport, EngineError> {
+        self.ingest_files(paths, progress, cancel, true).await
+    }
+
+    async fn ingest_files(
+        &self,
+        paths: Vec<PathBuf>,
+        progress: ProgressFn,
+        cancel: Arc<AtomicBool>,
+        force: bool,
+    ) -> Result<IngestReport, EngineError> {
         // An embedding model switch waits for this run to end before it
         // changes the library's model (see `Engine::switch_embedder`).
         let _switch = self.switch_gate.read().await;
@@ -331,7 +355,7 @@ impl Engine {
                 path: path.clone(),
             });
             match self
-                .prepare_file(path, &progress, &batch.vectors, &mut report.stages)
+                .prepare_file(path, &progress, &batch.vectors, &mut report.stages, force)
                 .await
             {
                 Ok(Some(p)) => {
@@ -413,18 +437,24 @@ impl Engine {
     }
 
     /// Parses, chunks and embeds one file; `None` when it is already indexed
-    /// with the same content.
+    /// with the same content (unless `force`).
     async fn prepare_file(
         &self,
         path: &Path,
         progress: &ProgressFn,
         pending: &HashMap<String, Vec<f32>>,
         times: &mut StageTimes,
+        force: bool,
     ) -> Result<Option<Prepared>, EngineError> {
         let canonical = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
         let key = canonical.to_string_lossy().into_owned();
         let doc_id = doc_id_for(&key);
-        if let Some(existing) = self.library.document(&doc_id).await {
+        let known = if force {
+            None
+        } else {
+            self.library.document(&doc_id).await
+        };
+        if let Some(existing) = known {
             let started = Instant::now();
             let p = canonical.clone();
             let hash = tokio::task::spawn_blocking(move || hash_file(&p))
