@@ -82,6 +82,8 @@ pub async fn ask(
     }
     let started = Instant::now();
 
+    // Kept with the stored answer: the conversation's scope may change later.
+    let scope = collection.clone();
     let (view, sources, checks) = if engine.stats().await?.documents == 0 {
         // An empty library cannot support any answer: say so without
         // asking the model.
@@ -145,7 +147,8 @@ pub async fn ask(
     };
     let answer = Message::assistant(view.answer.clone(), sources, view.stopped)
         .with_checks(checks)
-        .with_thinking(view.thinking.clone());
+        .with_thinking(view.thinking.clone())
+        .with_scope(scope);
     let stored = with_store(&state, move |s| {
         s.append(&id, Message::user(question))?;
         s.append(&id, answer)

@@ -456,6 +456,17 @@ pub struct MessageView {
     pub checks: Vec<CheckView>,
     /// The model's reasoning before the answer; empty when it did not think.
     pub thinking: String,
+    /// For an answer, the documents it was retrieved from; null on
+    /// questions and on answers stored before the scope was kept.
+    pub scope: Option<AnswerScopeView>,
+}
+
+/// The documents an answer was retrieved from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, specta::Type)]
+#[serde(rename_all = "camelCase")]
+pub struct AnswerScopeView {
+    /// The collection, by the name it had then; the whole library when null.
+    pub collection: Option<String>,
 }
 
 impl From<&Message> for MessageView {
@@ -470,6 +481,9 @@ impl From<&Message> for MessageView {
             created_at: m.created_at,
             checks: m.checks.iter().map(CheckView::from).collect(),
             thinking: m.thinking.clone(),
+            scope: m.scope.as_ref().map(|s| AnswerScopeView {
+                collection: s.collection.clone(),
+            }),
         }
     }
 }
@@ -1010,6 +1024,18 @@ mod tests {
         assert!(!cited.not_in_documents);
         assert!(cited.stopped);
         assert_eq!(cited.sources[0].text, "Each value has an owner.");
+        assert_eq!(cited.scope, None, "an answer stored without its scope");
+        let scoped = MessageView::from(
+            &Message::assistant("Each value [1].", vec![source_ref(1, true)], false)
+                .with_scope(Some("Papers".into())),
+        );
+        assert_eq!(
+            serde_json::to_value(&scoped).unwrap()["scope"],
+            serde_json::json!({ "collection": "Papers" })
+        );
+        let everything =
+            MessageView::from(&Message::assistant("", Vec::new(), false).with_scope(None));
+        assert_eq!(everything.scope, Some(AnswerScopeView { collection: None }));
     }
 
     #[test]

@@ -11,8 +11,13 @@ library. Run it under a display (scripts/app-e2e.sh uses Xvfb). The flows:
    in the library table;
 3. ask a question with the tiny test model, see tokens stream, sources and
    the retrieval inspector appear, open a source and read its passage;
-4. delete a document and see it leave the library;
-5. restart the app on the same data folder and find the conversation again.
+4. make a collection of one document on the library screen, ask in a
+   conversation scoped to it and see every source come from that document
+   and the inspector name the scope; search in the collection (hits from
+   that document only), then in all documents (hits from others too);
+5. delete a document and see it leave the library;
+6. restart the app on the same data folder and find the conversations
+   again, the scoped answer still naming its scope.
 
 Along the way it checks that the app serves pdf.js's bundled CMaps and
 standard fonts to its own page (the request pdf.js makes, under the app's
@@ -219,6 +224,80 @@ def last_inspector_rerank_cells(d):
         return i ? [...i.querySelectorAll('tbody tr')].map(r => r.children[5].textContent) : [];""")
 
 
+def choose(d, select_id, value):
+    d.js("""const s = document.getElementById(arguments[0]); s.value = arguments[1];
+            s.dispatchEvent(new Event('change'));""", select_id, value)
+
+
+def search_for(d, query):
+    d.js("""const i = document.getElementById('search-input'); i.value = arguments[0];
+            document.getElementById('search-form').requestSubmit();""", query)
+
+
+def search_done(d, scope_text):
+    """The hits' paths once the result line names `scope_text`, else None."""
+    return d.js("""const m = document.getElementById('search-meta').textContent;
+        if (!m.includes(arguments[0]) || document.getElementById('search-submit').disabled) return null;
+        return [...document.querySelectorAll('#search-results .hit-doc')].map(n => n.title);""", scope_text)
+
+
+COLLECTION = "Strings only"
+COLLECTION_DOC = "rust-book-ch08-02-strings.md"
+
+
+def collections_flow(d, out):
+    """A collection of one document scopes a conversation and a search."""
+    d.click("#tab-library")
+    wait_for("the table", lambda: d.count("#documents-body tr") > 1, 30)
+    doc_path = d.js("""const r = [...document.querySelectorAll('#documents-body tr')]
+            .find(r => r.querySelector('.doc-path').textContent.endsWith(arguments[0]));
+        if (!r) return null;
+        r.querySelector('input.doc-select').click();
+        return r.querySelector('.doc-path').textContent;""", COLLECTION_DOC)
+    check("the document to collect is in the library", bool(doc_path), COLLECTION_DOC)
+    d.click("#collection-new")
+    d.js("""document.getElementById('collection-name').value = arguments[0];
+            document.getElementById('collection-form').requestSubmit();""", COLLECTION)
+    wait_for("the collection with its document in the library", lambda: d.js(
+        "return [...document.getElementById('library-collection').options].some(o => o.textContent === arguments[0]);",
+        f"{COLLECTION} (1)"), 30)
+
+    # A new conversation scoped to it: every passage comes from that document.
+    d.click("#tab-chat")
+    d.click("#new-chat")
+    wait_for("the collection in the chat scope", lambda: d.js(
+        "return [...document.getElementById('chat-scope').options].some(o => o.value === arguments[0]);", COLLECTION), 30)
+    choose(d, "chat-scope", COLLECTION)
+    ask(d, "How do you concatenate two strings?")
+    wait_for("the scoped answer", lambda: d.count(".answer") == 1, 30)
+    wait_answer_done(d)
+    paths = d.js("return [...document.querySelectorAll('.answer .inspector tbody .doc-cell')].map(c => c.title);")
+    check("the scoped answer has passages", len(paths) > 0, paths)
+    check("every passage of the scoped answer is from the collection's document",
+          all(p == doc_path for p in paths), paths)
+    scope = d.js("""const s = document.querySelector('.answer .inspector-scope');
+        return s ? [s.dataset.scope, s.textContent] : null;""")
+    check("the inspector names the collection", scope == [COLLECTION, f"in \u201c{COLLECTION}\u201d"], scope)
+    check("the conversation header shows the scope",
+          d.js("return document.getElementById('chat-scope').value;") == COLLECTION)
+    d.js("const i = document.querySelector('.answer .inspector'); i.open = true; i.scrollIntoView({block: 'end'});")
+    d.screenshot(out / "collections.png")
+
+    # Search in the collection, then in all documents.
+    d.click("#tab-search")
+    wait_for("the collection on the search screen", lambda: d.js(
+        "return [...document.getElementById('search-collection').options].some(o => o.value === arguments[0]);", COLLECTION), 30)
+    choose(d, "search-collection", COLLECTION)
+    search_for(d, "string concatenation and ownership")
+    hits = wait_for("scoped search results", lambda: search_done(d, f"in \u201c{COLLECTION}\u201d"), 60)
+    check("every hit of the scoped search is from the collection's document", all(p == doc_path for p in hits), hits)
+    d.screenshot(out / "collections-search.png")
+    choose(d, "search-collection", "")
+    search_for(d, "string concatenation and ownership")
+    hits = wait_for("search results in all documents", lambda: search_done(d, "in all documents"), 60)
+    check("searching all documents finds other documents too", any(p != doc_path for p in hits), hits)
+
+
 def wait_answer_done(d):
     wait_for("the answer to finish", lambda: d.js("const a = document.querySelectorAll('.answer'); return a.length > 0 && a[a.length-1].getAttribute('aria-busy') === 'false';"), 600, 0.5)
 
@@ -329,7 +408,10 @@ def main():
         check("the settings show reranking on", d.js("return document.getElementById('settings-rerank').value;") == "on")
         d.screenshot(args.out / "4-models-gpu.png")
 
-        # 4. Delete a document.
+        # 4. Collections scope a conversation and a search.
+        collections_flow(d, args.out)
+
+        # 5. Delete a document.
         d.click("#tab-library")
         wait_for("the table", lambda: d.count("#documents-body tr") == len(files), 30)
         d.click("#documents-body tr .actions button:last-child")
@@ -338,14 +420,17 @@ def main():
         check("deleting removes it from the library", True)
         d.stop()
 
-        # 5. Restart on the same data folder.
+        # 6. Restart on the same data folder.
         d.start(args.app)
         wait_for("the library to reopen", lambda: app_ready(d), 180)
         check("the library kept the rest", d.text("#topbar-stats").startswith(f"{len(files) - 1} documents"), d.text("#topbar-stats"))
-        wait_for("conversations after a restart", lambda: d.count(".conversation-item") == 2, 30)
+        wait_for("conversations after a restart", lambda: d.count(".conversation-item") == 3, 30)
+        # The most recent is the scoped one.
         d.click(".conversation-item .conversation-open")
         wait_for("the stored conversation", lambda: d.count(".turn") >= 1, 30)
         check("a stored answer keeps its sources", d.count(".turn .inspector tbody tr") > 0 or d.count(".turn .not-found") > 0)
+        stored_scope = d.js("const s = document.querySelector('.turn .inspector-scope'); return s ? s.dataset.scope : null;")
+        check("a stored answer keeps the scope it was retrieved from", stored_scope == COLLECTION, stored_scope)
         d.screenshot(args.out / "5-after-restart.png")
         print(f"all flows passed in {time.monotonic() - started:.0f} s")
         return 0

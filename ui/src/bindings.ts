@@ -128,6 +128,12 @@ export const events = {
 };
 
 /* Types */
+/**  The documents an answer was retrieved from. */
+export type AnswerScopeView = {
+	/**  The collection, by the name it had then; the whole library when null. */
+	collection: string | null,
+};
+
 /**  Progress of an answer, streamed to the UI. */
 export type AnswerUpdate = 
 /**  Retrieval finished; these numbered sources go to the model. */
@@ -464,6 +470,11 @@ export type MessageView = {
 	checks: CheckView[],
 	/**  The model's reasoning before the answer; empty when it did not think. */
 	thinking: string,
+	/**
+	 *  For an answer, the documents it was retrieved from; null on
+	 *  questions and on answers stored before the scope was kept.
+	 */
+	scope: AnswerScopeView | null,
 };
 
 /**  Which retrieval to run, as the UI names it. */

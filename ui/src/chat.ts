@@ -31,6 +31,7 @@ import {
 import { byId, formatCount, formatScore, h } from "./dom";
 import { linkCitations, renderMarkdown } from "./markdown";
 import { clearPdf, showPdfPage } from "./pdfview";
+import { scopeLabel } from "./search";
 import { rerankSetting } from "./settings";
 import { bus, errorText, formatWhen, hideNotice, LIBRARY_CHANGED, plural, showNotice } from "./shell";
 
@@ -83,7 +84,11 @@ function renderScope(): void {
   scopeSelect.dataset.scoped = String(currentScope !== null);
 }
 
-/** Reloads the collections the scope can be set to. */
+/**
+ * Reloads the collections the scope can be set to. When the open
+ * conversation's collection is no longer listed (renamed or deleted
+ * elsewhere, which the conversation follows), its scope is read again.
+ */
 export async function refreshScopes(): Promise<void> {
   if (!inApp) return;
   try {
@@ -91,6 +96,15 @@ export async function refreshScopes(): Promise<void> {
   } catch {
     // The scope stays "All documents" and whatever is set.
     scopes = [];
+  }
+  const id = currentId;
+  if (id !== null && !asking && currentScope !== null && scopes.length && !scopes.some((c) => c.name === currentScope)) {
+    try {
+      const c = await getConversation(id);
+      if (currentId === id) currentScope = c.collection ?? null;
+    } catch {
+      // Shown as missing; the next question says what is wrong.
+    }
   }
   renderScope();
 }
@@ -260,7 +274,25 @@ function rankCell(rank: number | null, value: number | null, label: string): HTM
   return h("td", { class: "num", text: `#${rank}`, title: `${label}: ${formatScore(value ?? NaN)}` }, h("span", { class: "muted", text: ` ${formatScore(value ?? NaN)}` }));
 }
 
-function renderInspector(parts: AnswerParts, sources: Source[], promptTokens: number | null, mode: string): void {
+/**
+ * Which documents an answer was retrieved from: a collection's name, null
+ * for the whole library, undefined when a stored answer did not keep it.
+ */
+type AnswerScope = string | null | undefined;
+
+function scopeChip(scope: AnswerScope): HTMLSpanElement {
+  if (scope === undefined) {
+    return h("span", { class: "inspector-scope muted", text: "scope not recorded", title: "This answer was stored before Lectern kept which documents it was retrieved from" });
+  }
+  return h("span", {
+    class: scope === null ? "inspector-scope" : "inspector-scope scoped",
+    text: scopeLabel(scope),
+    title: scope === null ? "Retrieved from the whole library" : `Retrieved only from the collection \u201c${scope}\u201d`,
+    attrs: { "data-scope": scope ?? "" },
+  });
+}
+
+function renderInspector(parts: AnswerParts, sources: Source[], promptTokens: number | null, mode: string | null, scope: AnswerScope): void {
   if (!sources.length) {
     parts.inspector.hidden = true;
     return;
@@ -282,10 +314,10 @@ function renderInspector(parts: AnswerParts, sources: Source[], promptTokens: nu
       h("td", { text: s.cited ? "cited" : "" }),
     );
   });
-  const summary = [`Retrieval · ${mode}`, plural(sources.length, "passage", "passages")];
-  if (promptTokens !== null) summary.push(`${formatCount(promptTokens)} prompt tokens`);
+  const after = [plural(sources.length, "passage", "passages")];
+  if (promptTokens !== null) after.push(`${formatCount(promptTokens)} prompt tokens`);
   parts.inspector.replaceChildren(
-    h("summary", { text: summary.join(" · ") }),
+    h("summary", {}, mode === null ? "Retrieval · " : `Retrieval · ${mode} · `, scopeChip(scope), ` · ${after.join(" · ")}`),
     h(
       "table",
       { class: "inspector-table" },
@@ -345,7 +377,8 @@ function showStored(messages: StoredMessage[]): void {
     if (m.notInDocuments) notInDocuments(parts);
     else renderAnswerText(parts, m.text, m.sources, m.checks);
     renderSources(parts, m.sources);
-    renderInspector(parts, m.sources, null, "stored");
+    // A stored answer keeps its scope (older ones do not), not its mode or prompt size.
+    renderInspector(parts, m.sources, null, null, m.scope == null ? undefined : m.scope.collection);
     if (m.stopped) {
       parts.meta.textContent = "Stopped";
       parts.meta.hidden = false;
@@ -360,6 +393,9 @@ function nearBottom(): boolean {
 }
 
 async function runAsk(question: string, mode: SearchMode): Promise<void> {
+  // The conversation answers from the scope it has now (a new one gets it
+  // before the question).
+  const scope = currentScope;
   const parts = addTurn(question);
   parts.status.textContent = "Searching your library…";
   parts.box.setAttribute("aria-busy", "true");
@@ -385,7 +421,7 @@ async function runAsk(question: string, mode: SearchMode): Promise<void> {
       case "sources":
         retrieved = event.sources;
         parts.status.textContent = retrieved.length ? `Reading ${plural(retrieved.length, "passage", "passages")}…` : "Nothing matched in your library.";
-        renderInspector(parts, retrieved, event.promptTokens, mode);
+        renderInspector(parts, retrieved, event.promptTokens, mode, scope);
         break;
       case "thinking":
         thought += event.text;
@@ -422,7 +458,7 @@ async function runAsk(question: string, mode: SearchMode): Promise<void> {
       renderAnswerText(parts, response.answer, response.sources, response.checks);
     }
     renderSources(parts, response.sources);
-    renderInspector(parts, response.sources, response.promptTokens, mode);
+    renderInspector(parts, response.sources, response.promptTokens, mode, scope);
     parts.meta.textContent = statsText(response);
     parts.meta.hidden = response.notInDocuments;
     if (near) conversation.scrollTop = conversation.scrollHeight;

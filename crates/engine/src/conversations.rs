@@ -117,8 +117,21 @@ pub struct Message {
     /// it was asked to think first.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub thinking: String,
+    /// For an answer, the documents it was retrieved from. `None` on
+    /// questions and on answers stored before the scope was kept.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scope: Option<AnswerScope>,
     /// Seconds since the Unix epoch.
     pub created_at: u64,
+}
+
+/// The documents an answer was retrieved from.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AnswerScope {
+    /// The collection, by the name it had when the answer was written;
+    /// `None` is the whole library.
+    #[serde(default)]
+    pub collection: Option<String>,
 }
 
 impl Message {
@@ -131,6 +144,7 @@ impl Message {
             stopped: false,
             checks: Vec::new(),
             thinking: String::new(),
+            scope: None,
             created_at: now_secs(),
         }
     }
@@ -144,6 +158,7 @@ impl Message {
             stopped,
             checks: Vec::new(),
             thinking: String::new(),
+            scope: None,
             created_at: now_secs(),
         }
     }
@@ -159,6 +174,13 @@ impl Message {
     /// The same message with the reasoning that preceded it.
     pub fn with_thinking(mut self, thinking: impl Into<String>) -> Self {
         self.thinking = thinking.into();
+        self
+    }
+
+    /// The same answer, recording that it was retrieved from `collection`
+    /// (`None`: the whole library).
+    pub fn with_scope(mut self, collection: Option<String>) -> Self {
+        self.scope = Some(AnswerScope { collection });
         self
     }
 }
@@ -532,6 +554,60 @@ mod tests {
             store.set_collection("00000000000000bb", Some("x")),
             Err(ConversationError::NotFound(_))
         ));
+    }
+
+    #[test]
+    fn an_answer_keeps_the_scope_it_was_retrieved_from() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = ConversationStore::new(dir.path());
+        let c = store.create("Scoped").unwrap();
+        store.set_collection(&c.id, Some("Papers")).unwrap();
+        store.append(&c.id, Message::user("What?")).unwrap();
+        let scoped = Message::assistant("This [1].", vec![source(1, "This.")], false)
+            .with_scope(Some("Papers".into()));
+        store.append(&c.id, scoped).unwrap();
+        store
+            .append(
+                &c.id,
+                Message::assistant("That.", Vec::new(), false).with_scope(None),
+            )
+            .unwrap();
+        // Renaming the collection moves the conversation, not what its
+        // answers were retrieved from.
+        store.rescope("Papers", Some("Reading")).unwrap();
+        let back = ConversationStore::new(dir.path()).get(&c.id).unwrap();
+        assert_eq!(back.collection.as_deref(), Some("Reading"));
+        assert_eq!(back.messages[0].scope, None);
+        assert_eq!(
+            back.messages[1].scope,
+            Some(AnswerScope {
+                collection: Some("Papers".into())
+            })
+        );
+        assert_eq!(
+            back.messages[2].scope,
+            Some(AnswerScope { collection: None })
+        );
+        // The whole library is written as such, and a question has no scope.
+        let raw = std::fs::read_to_string(dir.path().join(format!("{}.json", c.id))).unwrap();
+        assert_eq!(raw.matches("\"scope\"").count(), 2, "{raw}");
+        let value: serde_json::Value = serde_json::from_str(&raw).unwrap();
+        assert_eq!(
+            value["messages"][2]["scope"],
+            serde_json::json!({ "collection": null })
+        );
+
+        // A file written before answers kept their scope still reads, with
+        // the scope unknown rather than taken for the whole library.
+        let old = r#"{"id":"00000000000000ab","title":"Old","created_at":1,"updated_at":2,
+            "messages":[{"role":"user","text":"Why?","created_at":1},
+                        {"role":"assistant","text":"Because.","sources":[],"stopped":false,"created_at":2}],
+            "collection":"Papers"}"#;
+        std::fs::write(dir.path().join("00000000000000ab.json"), old).unwrap();
+        let old = store.get("00000000000000ab").unwrap();
+        assert_eq!(old.messages.len(), 2);
+        assert!(old.messages.iter().all(|m| m.scope.is_none()));
+        assert_eq!(old.messages[1].text, "Because.");
     }
 
     #[test]

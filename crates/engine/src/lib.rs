@@ -41,7 +41,8 @@ pub use config::{
     embedder_config_for, embedder_name, resolve_embedder, EngineConfig, DEFAULT_EMBEDDER,
 };
 pub use conversations::{
-    Conversation, ConversationError, ConversationStore, ConversationSummary, Message, MessageRole,
+    AnswerScope, Conversation, ConversationError, ConversationStore, ConversationSummary, Message,
+    MessageRole,
 };
 pub use device::{gpu_report, llm_budget, llm_candidates, recommend_llm, IDLE_UNLOAD_ENV_VAR};
 pub use doctor::{doctor, DataDirCheck, DoctorReport, LibraryCheck, ModelCheck, DOCTOR_CONTEXT};
