@@ -66,7 +66,9 @@ cleanup() {
   if [[ -s $pgid_file ]]; then
     local pg
     pg=$(<"$pgid_file")
-    if kill -0 -- "-$pg" 2>/dev/null; then
+    # Live members only: a member that has exited may wait a moment to be
+    # reaped, and is no cause for alarm.
+    if ps -e -o pgid=,stat= | awk -v pg="$pg" '$1 == pg && $2 !~ /^Z/ { found = 1 } END { exit !found }'; then
       echo "app e2e: stopping the app and WebKitWebDriver left running (process group $pg)" >&2
       kill -TERM -- "-$pg" 2>/dev/null || true
       sleep 2
