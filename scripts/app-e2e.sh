@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # End-to-end test of the desktop app in its real webview: builds the UI and
-# the app, then drives it under Xvfb through WebKitWebDriver
+# the app, then drives it under Xvfb through tauri-driver and WebKitWebDriver
 # (ui/e2e/app_e2e.py). Needs the Debian packages `webkit2gtk-driver` and
-# `xvfb` (scripts/setup.sh) and the test models (scripts/setup.sh --models).
+# `xvfb` (scripts/setup.sh), tauri-driver (scripts/setup.sh --test-tools) and
+# the test models (scripts/setup.sh --models).
 #
 #   scripts/app-e2e.sh                  build the UI and the app, run the flows
 #   scripts/app-e2e.sh --no-ui-build    use ui/dist as it is (scripts/test.sh has just built it)
@@ -39,6 +40,7 @@ rm -f "$out"/*.png "$out/webdriver.log"
 for tool in WebKitWebDriver xvfb-run python3; do
   command -v "$tool" >/dev/null || fail "$tool is not installed; scripts/setup.sh installs it"
 done
+command -v tauri-driver >/dev/null || fail "tauri-driver is not installed; scripts/setup.sh --test-tools installs it"
 for m in all-MiniLM-L6-v2 tiny-qwen3 tiny-reranker; do
   [[ -d $models/$m ]] || fail "the test model $models/$m is missing; run scripts/setup.sh --models"
 done
@@ -88,7 +90,7 @@ echo "== app e2e: driving $CARGO_TARGET_DIR/debug/lectern-app under Xvfb (time l
 t1=$(date +%s)
 status=0
 timeout --kill-after=30 "$limit" xvfb-run -a -s "-screen 0 1400x900x24" \
-  python3 ui/e2e/app_e2e.py --app "$CARGO_TARGET_DIR/debug/lectern-app" \
+  python3 ui/e2e/app_e2e.py --app "$CARGO_TARGET_DIR/debug/lectern-app" --tauri-driver "$(command -v tauri-driver)" \
   --docs "$shared/eval/docs/md" --dist "$root/ui/dist" --out "$out" --pgid-file "$pgid_file" || status=$?
 t_run=$(($(date +%s) - t1))
 

@@ -6,4 +6,6 @@ export PATH=$HOME/.cargo/bin:$PATH
 if [[ -x $HOME/.cache/lectern/node/bin/node ]]; then
   export PATH=$HOME/.cache/lectern/node/bin:$PATH
 fi
+# Test tools from scripts/setup.sh --test-tools (tauri-driver).
+export PATH=$HOME/.cache/lectern/tools/bin:$PATH
 export CARGO_TERM_PROGRESS_WHEN=never

@@ -2,13 +2,17 @@
 # Installs what Lectern needs to build and run on Debian 12 (idempotent).
 #   scripts/setup.sh          build tools, LanceDB's protoc, WebKitGTK for the app, Node, Rust
 #   scripts/setup.sh --models also provision the models the tests use (models/provision.sh)
+#   scripts/setup.sh --test-tools also install tauri-driver, which the app's
+#                             end-to-end test drives it through
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 
 want_models=0
+want_test_tools=0
 for a in "$@"; do
   case $a in
     --models) want_models=1 ;;
+    --test-tools) want_test_tools=1 ;;
     *) echo "unknown option $a" >&2; exit 2 ;;
   esac
 done
@@ -66,6 +70,17 @@ if ! command -v cargo >/dev/null; then
   fi
 fi
 rustup component list --installed 2>/dev/null | grep -q clippy || rustup component add clippy rustfmt 2>/dev/null || true
+
+# tauri-driver (crates.io), the WebDriver server for Tauri apps: it starts
+# WebKitWebDriver and the app. Installed outside the clone, in
+# ~/.cache/lectern/tools (scripts/env.sh puts its bin/ on PATH).
+tauri_driver_version=2.1.0
+tools=$HOME/.cache/lectern/tools
+if ((want_test_tools)) &&
+  ! "$tools/bin/tauri-driver" --help 2>/dev/null | grep -q native-driver; then
+  echo "installing tauri-driver $tauri_driver_version into $tools" >&2
+  cargo install --quiet --locked --root "$tools" tauri-driver --version "$tauri_driver_version"
+fi
 
 if ((want_models)); then
   bash "$root/models/provision.sh"

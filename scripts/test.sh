@@ -6,7 +6,7 @@
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
-bash scripts/setup.sh --models
+bash scripts/setup.sh --models --test-tools
 source scripts/env.sh
 
 t0=$(date +%s)

@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
 """End-to-end test of the Lectern desktop app in its real webview.
 
-Drives the built app through WebKitWebDriver (the native driver tauri-driver
-wraps on Linux) with the W3C WebDriver protocol, using only the standard
+Drives the built app through tauri-driver, which starts WebKitWebDriver (the
+native driver on Linux) behind it with the W3C WebDriver protocol, using only the standard
 library. Run it under a display (scripts/app-e2e.sh uses Xvfb). The flows:
 
 1. start on an empty data folder and see the empty states;
@@ -25,8 +25,8 @@ content security policy), and that the "Rerank results" setting reaches the
 engine: off leaves the passages unreranked, on reranks them.
 
 Screenshots of each screen go to the output folder, with the log of the
-driver and the app (webdriver.log). WebKitWebDriver and the app it starts run
-in a process group of their own, which is killed however the run ends
+drivers and the app (webdriver.log). tauri-driver, WebKitWebDriver and the
+app run in a process group of their own, which is killed however the run ends
 (including SIGTERM from a timeout); its id is written to --pgid-file so a
 caller can make sure of it after a SIGKILL.
 """
@@ -35,6 +35,7 @@ import argparse
 import base64
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -141,7 +142,7 @@ class Driver:
             raise Failure(f"WebDriver {method} {path}: {e.code} {e.read()[:400]!r}") from None
 
     def start(self, binary):
-        caps = {"capabilities": {"alwaysMatch": {"webkitgtk:browserOptions": {"binary": str(binary), "args": []}}}}
+        caps = {"capabilities": {"alwaysMatch": {"tauri:options": {"application": str(binary), "args": []}}}}
         self.session = self.request("POST", "/session", caps)["sessionId"]
 
     def stop(self):
@@ -309,7 +310,8 @@ def main():
     ap.add_argument("--out", required=True, type=Path, help="screenshots go here")
     ap.add_argument("--dist", type=Path, default=Path(__file__).resolve().parents[1] / "dist",
                     help="the built UI the app embeds")
-    ap.add_argument("--port", type=int, default=0, help="WebKitWebDriver's port (default: a free one)")
+    ap.add_argument("--port", type=int, default=0, help="tauri-driver's port (default: a free one)")
+    ap.add_argument("--tauri-driver", default="tauri-driver", help="the tauri-driver binary")
     ap.add_argument("--pgid-file", type=Path, help="write the driver's process group id here")
     args = ap.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
@@ -324,14 +326,19 @@ def main():
     d = Driver(port)
     graceful = True
     try:
-        # The driver and the app it starts get a process group of their own.
-        native = subprocess.Popen(["WebKitWebDriver", f"--port={port}"], env=env, stdout=log, stderr=log,
+        # tauri-driver, the WebKitWebDriver it starts and the app get a
+        # process group of their own.
+        native_driver = shutil.which("WebKitWebDriver")
+        if native_driver is None:
+            raise Failure("WebKitWebDriver is not installed (Debian package webkit2gtk-driver)")
+        native = subprocess.Popen([args.tauri_driver, "--port", str(port), "--native-port", str(free_port()),
+                                   "--native-driver", native_driver], env=env, stdout=log, stderr=log,
                                   start_new_session=True)
         if args.pgid_file:
             args.pgid_file.write_text(str(native.pid))
-        wait_for("WebKitWebDriver", lambda: port_open(port) or native.poll() is not None, 20)
+        wait_for("tauri-driver", lambda: port_open(port) or native.poll() is not None, 20)
         if native.poll() is not None:
-            raise Failure(f"WebKitWebDriver exited with status {native.returncode} (see {args.out / 'webdriver.log'})")
+            raise Failure(f"tauri-driver exited with status {native.returncode} (see {args.out / 'webdriver.log'})")
 
         # 1. Empty library.
         d.start(args.app)
