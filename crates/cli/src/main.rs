@@ -12,8 +12,8 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use lectern_engine::eval::{load_corpus, load_qrels, load_queries};
 use lectern_engine::hub::{Catalog, DownloadEvent, DownloadOptions, InstallState};
 use lectern_engine::{
-    AskEvent, AskRequest, DevicePreference, Engine, EngineConfig, Fusion, RerankMode, SearchHit,
-    SearchMode, SearchRequest, WatchEvent,
+    AskEvent, AskRequest, DevicePreference, Engine, EngineConfig, Fusion, KvDtype, RerankMode,
+    SearchHit, SearchMode, SearchRequest, WatchEvent,
 };
 
 /// Tensor work allocates and frees large buffers at a high rate; mimalloc
@@ -104,6 +104,11 @@ enum Command {
         /// Answer only from the documents of this collection.
         #[arg(long, value_name = "NAME")]
         collection: Option<String>,
+        /// Key/value cache type: f32, f16, bf16 or q8 (8-bit with a scale
+        /// per head vector, about half the memory of f16). Default: the
+        /// model's activation dtype, or LECTERN_KV_DTYPE.
+        #[arg(long, value_name = "TYPE", value_parser = parse_kv_dtype)]
+        kv_dtype: Option<KvDtype>,
     },
     /// Evaluate retrieval quality.
     Eval {
@@ -265,6 +270,11 @@ fn parse_fusion(s: &str) -> std::result::Result<Fusion, String> {
     s.parse()
 }
 
+fn parse_kv_dtype(s: &str) -> std::result::Result<KvDtype, String> {
+    s.parse()
+        .map_err(|e: lectern_engine::ParseKvDtypeError| e.to_string())
+}
+
 fn parse_rerank(s: &str) -> std::result::Result<RerankMode, String> {
     s.parse()
         .map_err(|e: lectern_engine::EngineError| e.to_string())
@@ -423,6 +433,10 @@ enum BenchKind {
         /// Threads for the peer.
         #[arg(long, default_value_t = 2)]
         peer_threads: usize,
+        /// Key/value cache type: f32, f16, bf16 or q8. Default: the
+        /// model's activation dtype, or LECTERN_KV_DTYPE.
+        #[arg(long, value_name = "TYPE", value_parser = parse_kv_dtype)]
+        kv_dtype: Option<KvDtype>,
         /// Print JSON only.
         #[arg(long)]
         json: bool,
@@ -491,6 +505,17 @@ fn config(cli: &Cli) -> Result<EngineConfig> {
     }
     if let Some(e) = &cli.embedder {
         cfg.set_embedder(e);
+    }
+    if let Command::Ask {
+        kv_dtype: Some(kv), ..
+    }
+    | Command::Bench {
+        kind: BenchKind::Llm {
+            kv_dtype: Some(kv), ..
+        },
+    } = &cli.command
+    {
+        cfg.kv_dtype = Some(*kv);
     }
     Ok(cfg)
 }
@@ -728,7 +753,12 @@ async fn run() -> Result<()> {
             cmd: GpuCmd::Recommend { context, json },
         } => {
             let cfg = config(&cli)?;
-            let advice = lectern_engine::recommend_llm(&cfg.models_dir, cfg.device, *context)?;
+            let advice = lectern_engine::recommend_llm_with_kv(
+                &cfg.models_dir,
+                cfg.device,
+                *context,
+                cfg.kv_dtype,
+            )?;
             if *json {
                 println!("{}", serde_json::to_string_pretty(&advice)?);
             } else {
@@ -818,6 +848,7 @@ async fn run() -> Result<()> {
             show_thinking,
             rerank,
             collection,
+            kv_dtype: _,
         } => {
             let engine = open(&cli).await?;
             engine.set_rerank_mode(*rerank);
@@ -1133,6 +1164,7 @@ async fn run() -> Result<()> {
                     peer_script,
                     peer_threads,
                     json,
+                    kv_dtype: _,
                 },
         } => {
             let cfg = config(&cli)?;
@@ -1176,13 +1208,14 @@ async fn run() -> Result<()> {
                 println!("{}", serde_json::to_string(&value)?);
             } else {
                 println!(
-                    "lectern    prefill {:>8.1} tok/s   decode {:>7.2} tok/s   first token {:>7.3} s   ({} prompt, {} generated, {}, load {:.1} s)",
+                    "lectern    prefill {:>8.1} tok/s   decode {:>7.2} tok/s   first token {:>7.3} s   ({} prompt, {} generated, {}, {} KV cache, load {:.1} s)",
                     ours.prefill_tok_s,
                     ours.decode_tok_s,
                     ours.ttft_s,
                     ours.prompt_tokens,
                     ours.gen_tokens,
                     ours.device,
+                    ours.kv_dtype,
                     ours.load_s
                 );
                 if let Some(c) = &comparison {

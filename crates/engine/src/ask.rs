@@ -526,6 +526,7 @@ impl Engine {
         let gpu = self.gpu_side.clone();
         let embedder = self.embedder.clone();
         let max_context = self.config.max_context;
+        let kv_dtype = self.config.kv_dtype;
         tokio::task::spawn_blocking(move || {
             let _active = gpu.active();
             let mut guard = slot
@@ -538,10 +539,14 @@ impl Engine {
                 .unwrap_or(true)
             {
                 *guard = None;
-                let device = gpu.admit_llm(&model_path, max_context, &slot)?;
+                let device = gpu.admit_llm(&model_path, max_context, kv_dtype, &slot)?;
                 let dev = lectern_models::candle_device(&device)?;
                 tracing::info!(model = %model_path.display(), %device, "loading language model");
-                *guard = Some(Llm::load(&model_path, &dev, max_context)?);
+                let opts = lectern_models::Qwen3Options {
+                    kv_dtype,
+                    ..lectern_models::Qwen3Options::new(max_context)
+                };
+                *guard = Some(Llm::load_with(&model_path, &dev, opts)?);
                 gpu.llm_loaded();
             }
             let load_ms = ms_since(load_started);

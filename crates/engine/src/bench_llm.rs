@@ -40,6 +40,8 @@ pub struct LlmBench {
     pub device: String,
     /// CPU threads available to the tensor kernels.
     pub threads: usize,
+    /// Storage type of the key/value cache.
+    pub kv_dtype: String,
     /// Prompt tokens.
     pub prompt_tokens: usize,
     /// Tokens decoded.
@@ -108,7 +110,11 @@ pub fn bench_llm(config: &EngineConfig, opts: &LlmBenchOptions) -> Result<LlmBen
     let device = lectern_models::candle_device(&status.selected)?;
     let context = opts.prompt_tokens + opts.gen_tokens + 8;
     let load_started = Instant::now();
-    let mut llm = Llm::load(&opts.model, &device, context)?;
+    let load_opts = lectern_models::Qwen3Options {
+        kv_dtype: config.kv_dtype,
+        ..lectern_models::Qwen3Options::new(context)
+    };
+    let mut llm = Llm::load_with(&opts.model, &device, load_opts)?;
     let load_s = load_started.elapsed().as_secs_f64();
     if llm.context_length() < context {
         return Err(EngineError::InvalidInput(format!(
@@ -119,6 +125,7 @@ pub fn bench_llm(config: &EngineConfig, opts: &LlmBenchOptions) -> Result<LlmBen
         )));
     }
     let eos = llm.eos_ids().to_vec();
+    let kv_dtype = llm.kv_dtype().to_string();
     let model = llm.model_mut();
     let vocab = model.config().vocab_size;
     let prompt = random_prompt(opts.prompt_tokens, vocab, &eos, opts.seed);
@@ -149,6 +156,7 @@ pub fn bench_llm(config: &EngineConfig, opts: &LlmBenchOptions) -> Result<LlmBen
         threads: std::thread::available_parallelism()
             .map(|n| n.get())
             .unwrap_or(1),
+        kv_dtype,
         prompt_tokens: opts.prompt_tokens,
         gen_tokens: opts.gen_tokens,
         load_s,

@@ -3,7 +3,7 @@ use std::path::PathBuf;
 use lectern_gpu::DevicePreference;
 use lectern_hub::{Catalog, ModelKind};
 use lectern_ingest::ChunkConfig;
-use lectern_models::EmbedderConfig;
+use lectern_models::{EmbedderConfig, KvDtype};
 use serde::{Deserialize, Serialize};
 
 use crate::EngineError;
@@ -33,6 +33,10 @@ pub struct EngineConfig {
     pub device: DevicePreference,
     /// Most tokens of context the language model may use.
     pub max_context: usize,
+    /// Storage type of the language model's key/value cache; `None` stores
+    /// it in the model's activation dtype. Set from [`KV_DTYPE_ENV_VAR`].
+    #[serde(default)]
+    pub kv_dtype: Option<KvDtype>,
     /// Ingestion writes finished documents to the stores once this many
     /// chunks are waiting (or after two seconds): fewer, larger commits.
     pub write_batch_chunks: usize,
@@ -43,10 +47,37 @@ pub struct EngineConfig {
     /// How many top candidates the reranker re-scores.
     #[serde(default = "default_rerank_depth")]
     pub rerank_depth: usize,
+    /// The model worker that embeds passages for ingestion, in a process
+    /// of its own (see [`crate::worker`]); `None` embeds in this process.
+    /// Set from `LECTERN_WORKER`.
+    #[serde(default)]
+    pub worker: Option<crate::WorkerConfig>,
 }
 
 fn default_rerank_depth() -> usize {
     crate::rerank::DEFAULT_RERANK_DEPTH
+}
+
+/// Environment variable that sets the language model's key/value cache
+/// type: `f32`, `f16`, `bf16` or `q8` (unset or empty: the model's
+/// activation dtype).
+pub const KV_DTYPE_ENV_VAR: &str = "LECTERN_KV_DTYPE";
+
+/// The cache type [`KV_DTYPE_ENV_VAR`] asks for, if any.
+fn kv_dtype_from_env() -> Result<Option<KvDtype>, EngineError> {
+    kv_dtype_setting(std::env::var(KV_DTYPE_ENV_VAR).ok().as_deref())
+}
+
+/// The cache type a [`KV_DTYPE_ENV_VAR`] value asks for: none when unset or
+/// empty.
+fn kv_dtype_setting(value: Option<&str>) -> Result<Option<KvDtype>, EngineError> {
+    match value {
+        Some(v) if !v.trim().is_empty() => v
+            .parse()
+            .map(Some)
+            .map_err(|e| EngineError::InvalidInput(format!("{KV_DTYPE_ENV_VAR}: {e}"))),
+        _ => Ok(None),
+    }
 }
 
 /// The catalog id of the embedder used when none is configured.
@@ -148,8 +179,10 @@ impl EngineConfig {
     /// otherwise), `LECTERN_EMBEDDER` (a catalog embedder id or a folder),
     /// `LECTERN_LLM`, `LECTERN_DEVICE`,
     /// `LECTERN_WRITE_BATCH_CHUNKS`, `LECTERN_RERANKER` (a catalog id, a
-    /// folder or `none`; the first installed catalog reranker otherwise) and
-    /// `LECTERN_RERANK_DEPTH`.
+    /// folder or `none`; the first installed catalog reranker otherwise),
+    /// `LECTERN_RERANK_DEPTH`, `LECTERN_WORKER` (the model worker binary,
+    /// or `auto` for the one next to the executable; unset runs models in
+    /// this process) and `LECTERN_WORKER_TIMEOUT`.
     /// An explicit `data_dir` wins over the environment.
     pub fn from_env(data_dir: Option<PathBuf>) -> Result<Self, EngineError> {
         let dirs = directories::ProjectDirs::from("app", "lectern", "Lectern");
@@ -194,6 +227,8 @@ impl EngineConfig {
             }
             _ => crate::rerank::DEFAULT_RERANK_DEPTH,
         };
+        let worker = crate::WorkerConfig::from_env().map_err(EngineError::InvalidInput)?;
+        let kv_dtype = kv_dtype_from_env()?;
         Ok(Self {
             data_dir,
             models_dir,
@@ -203,9 +238,11 @@ impl EngineConfig {
             chunking: ChunkConfig::default(),
             device,
             max_context: 32_768,
+            kv_dtype,
             write_batch_chunks,
             reranker,
             rerank_depth,
+            worker,
         })
     }
 }
@@ -214,6 +251,19 @@ impl EngineConfig {
 mod tests {
     use super::*;
     use lectern_models::{EmbedderArchitecture, Pooling};
+
+    #[test]
+    fn kv_cache_type_setting_parses_or_names_the_choices() {
+        assert_eq!(kv_dtype_setting(None).unwrap(), None);
+        assert_eq!(kv_dtype_setting(Some(" ")).unwrap(), None);
+        assert_eq!(kv_dtype_setting(Some("q8")).unwrap(), Some(KvDtype::Q8));
+        assert_eq!(kv_dtype_setting(Some("BF16")).unwrap(), Some(KvDtype::Bf16));
+        let err = kv_dtype_setting(Some("q4")).unwrap_err().to_string();
+        assert!(
+            err.contains("LECTERN_KV_DTYPE: unknown KV cache type \"q4\": expected one of f32, f16, bf16, q8"),
+            "{err}"
+        );
+    }
 
     #[test]
     fn catalog_ids_name_folders_and_their_params_configure_the_embedder() {

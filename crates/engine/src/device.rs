@@ -18,6 +18,12 @@
 //!   limit it pauses ([`GpuEvent::BackgroundPaused`]) and from the warning
 //!   temperature or above the power limit its batches shrink. Answers never
 //!   wait for it.
+//! * With a model worker configured ([`crate::worker`]), each passage
+//!   batch goes to the worker process first. A worker that crashes, hangs
+//!   or never starts is a lost device to the recovery policy: the batch
+//!   and the rest of the run move to the in-process CPU embedder, and the
+//!   worker is replaced on the next run. Its out-of-memory error frames
+//!   take the out-of-memory steps.
 //! * Language model loads ask the manager for a reservation sized from the
 //!   checkpoint (weights + KV cache for the context + activations + margin)
 //!   and load on the CPU when the manager says so. A timer unloads models
@@ -35,8 +41,11 @@ use lectern_gpu::{
     RecoveryError, RecoveryPolicy, Reservation, Sample, Sampler, SamplerConfig, Target,
     TelemetryBackend, WeightFormat, WorkError,
 };
-use lectern_models::{Embedder, Llm, ModelError, Qwen3, Qwen3Config};
+use lectern_models::{
+    Embedder, KvDtype, Llm, LlmFormat, ModelError, Qwen3, Qwen3Config, Qwen3Options,
+};
 
+use crate::worker::{EmbedKind, EmbedderSpec, WorkerError, WorkerStatus, WorkerSupervisor};
 use crate::{Engine, EngineError};
 
 /// Tokens per passage the working-memory estimate provisions for (the
@@ -98,6 +107,8 @@ pub(crate) struct GpuSide {
     llm_reservation: Arc<Mutex<Option<Reservation>>>,
     _reaper: Option<IdleReaper>,
     sleep: Sleeper,
+    /// The model worker passage batches go to first, when configured.
+    worker: Option<WorkerSupervisor>,
 }
 
 impl std::fmt::Debug for GpuSide {
@@ -160,7 +171,15 @@ impl GpuSide {
             llm_reservation: Arc::new(Mutex::new(None)),
             _reaper: reaper,
             sleep: Arc::new(std::thread::sleep),
+            worker: None,
         }
+    }
+
+    /// Sends passage batches to `worker` first, with the in-process CPU
+    /// embedder as the fallback.
+    pub(crate) fn use_worker(&mut self, worker: WorkerSupervisor) {
+        tracing::info!(program = %worker.config().program.display(), "embedding batches go to the model worker");
+        self.worker = Some(worker);
     }
 
     /// The device status with fresh readings, and what the manager holds.
@@ -224,7 +243,10 @@ impl GpuSide {
         let mut pacer = BatchPacer::new(priority, embedder.batch_size(), per_item, THERMAL_PAUSE);
         // Work on the CPU is sized by throughput from the start; a
         // simulated GPU is exercised even when the build cannot use it.
-        let start = if self.device() == DeviceKind::Cpu && self.telemetry.as_simulated().is_none() {
+        let start = if self.worker.is_some() {
+            // The worker stands for the device; the CPU is the fallback.
+            Target::Gpu
+        } else if self.device() == DeviceKind::Cpu && self.telemetry.as_simulated().is_none() {
             Target::Cpu
         } else {
             Target::Gpu
@@ -252,7 +274,10 @@ impl GpuSide {
                 events: Some(&self.events),
             },
             |batch, target| match target {
-                Target::Gpu => self.embed_batch_on_device(embedder, batch, per_item, index),
+                Target::Gpu => match &self.worker {
+                    Some(worker) => embed_batch_in_worker(worker, embedder, batch),
+                    None => self.embed_batch_on_device(embedder, batch, per_item, index),
+                },
                 Target::Cpu => {
                     let cpu = self.cpu_embedder(embedder).map_err(WorkError::Failed)?;
                     let vectors = cpu.embed_passages(batch).map_err(classify_model_error)?;
@@ -329,19 +354,21 @@ impl GpuSide {
     }
 
     /// Asks the manager where the language model at `path` goes, sizing
-    /// the reservation for `context` tokens. Returns the device to load on.
+    /// the reservation for `context` tokens with a KV cache of type `kv`
+    /// (`None`: the model's activation dtype). Returns the device to load on.
     /// Unloading `slot` is how the manager evicts the model later.
     pub(crate) fn admit_llm(
         &self,
         path: &Path,
         context: usize,
+        kv: Option<KvDtype>,
         slot: &LlmSlot,
     ) -> Result<DeviceKind, EngineError> {
         self.release_llm();
         if !matches!(self.device(), DeviceKind::Cuda(_)) {
             return Ok(self.device());
         }
-        let estimate = llm_footprint(path, context)?.estimate();
+        let estimate = llm_footprint(path, context, kv)?.estimate();
         let name = path
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
@@ -427,6 +454,35 @@ impl GpuSide {
     }
 }
 
+/// One batch in the model worker. Its out-of-memory errors take the
+/// out-of-memory steps; any other failure (it crashed, hung, never
+/// started, or answered wrongly) is a lost device.
+fn embed_batch_in_worker(
+    worker: &WorkerSupervisor,
+    embedder: &Embedder,
+    batch: &[&str],
+) -> Result<MeasuredBatch, WorkError<EngineError>> {
+    let spec = EmbedderSpec {
+        dir: embedder.dir().to_path_buf(),
+        config: serde_json::to_value(embedder.config()).ok(),
+    };
+    match worker.embed(&spec, batch, EmbedKind::Passage) {
+        Ok(vectors) => {
+            if let Some(bad) = vectors.iter().find(|v| v.len() != embedder.dim()) {
+                let error = WorkerError::Protocol(format!(
+                    "vectors of {} dimensions from the worker, the embedder has {}",
+                    bad.len(),
+                    embedder.dim()
+                ));
+                return Err(WorkError::DeviceLost(error.into()));
+            }
+            Ok((vectors, None))
+        }
+        Err(error) if error.is_out_of_memory() => Err(WorkError::OutOfMemory(error.into())),
+        Err(error) => Err(WorkError::DeviceLost(error.into())),
+    }
+}
+
 fn classify_gpu_error(error: GpuError) -> WorkError<EngineError> {
     match error {
         GpuError::OutOfMemory { .. } => WorkError::OutOfMemory(error.into()),
@@ -457,10 +513,25 @@ fn invalid(path: &Path, message: impl ToString) -> EngineError {
 }
 
 /// The memory a Qwen3 checkpoint needs on the GPU for `context` tokens:
-/// the checkpoint's bytes as weights, a 16-bit KV cache from the layer and
-/// head counts in `config.json` or the GGUF metadata, and prefill
-/// activations for the whole context.
-pub(crate) fn llm_footprint(path: &Path, context: usize) -> Result<ModelFootprint, EngineError> {
+/// the checkpoint's bytes as weights, a KV cache of type `kv` from the
+/// layer and head counts in `config.json` or the GGUF metadata (`None`:
+/// the type a GPU load stores by default, bf16 for a folder and f32 for a
+/// GGUF file), and prefill activations for the whole context.
+pub(crate) fn llm_footprint(
+    path: &Path,
+    context: usize,
+    kv: Option<KvDtype>,
+) -> Result<ModelFootprint, EngineError> {
+    let format = if path.is_dir() {
+        LlmFormat::Safetensors
+    } else {
+        LlmFormat::Gguf
+    };
+    let kv = Qwen3Options {
+        kv_dtype: kv,
+        ..Qwen3Options::new(context)
+    }
+    .cache_type(format, false)?;
     let (weights_bytes, config) = if path.is_dir() {
         let mut weights = 0u64;
         for entry in std::fs::read_dir(path).map_err(|e| invalid(path, e))? {
@@ -503,7 +574,7 @@ pub(crate) fn llm_footprint(path: &Path, context: usize) -> Result<ModelFootprin
         kv_heads: to_u32(config.num_key_value_heads),
         head_dim: to_u32(config.head_dim),
         context: to_u32(context),
-        kv_dtype_bytes: 2,
+        kv: kv.kv_bytes(),
         activation_bytes,
     })
 }
@@ -598,10 +669,23 @@ pub fn recommend_llm(
     pref: DevicePreference,
     context: u32,
 ) -> Result<Recommendation, EngineError> {
-    Ok(lectern_gpu::recommend_llm(
+    recommend_llm_with_kv(models_dir, pref, context, None)
+}
+
+/// [`recommend_llm`] with a KV cache of type `kv`, whose bytes the
+/// estimates and afforded contexts count; `None` counts a 16-bit cache.
+pub fn recommend_llm_with_kv(
+    models_dir: &Path,
+    pref: DevicePreference,
+    context: u32,
+    kv: Option<KvDtype>,
+) -> Result<Recommendation, EngineError> {
+    let kv = kv.map_or(lectern_gpu::KvBytes::SIXTEEN_BIT, KvDtype::kv_bytes);
+    Ok(lectern_gpu::recommend_llm_with_kv(
         &llm_candidates(models_dir),
         llm_budget(pref)?,
         context,
+        kv,
     ))
 }
 
@@ -645,6 +729,12 @@ impl Engine {
         })
         .await
         .map_err(EngineError::join)?
+    }
+
+    /// The model worker's state (process, device, model, starts and
+    /// losses, last error); `None` when no worker is configured.
+    pub fn worker_status(&self) -> Option<WorkerStatus> {
+        self.gpu_side.worker.as_ref().map(WorkerSupervisor::status)
     }
 
     /// The device, fresh GPU readings, and the models holding GPU memory,
@@ -826,7 +916,7 @@ mod tests {
         let events = side.events.subscribe();
         let (path, llm) = tiny_llm();
         let slot: LlmSlot = Arc::new(Mutex::new(None));
-        side.admit_llm(&path, 256, &slot).unwrap();
+        side.admit_llm(&path, 256, None, &slot).unwrap();
         *slot.lock().unwrap() = Some(llm);
         side.llm_loaded();
         let report = side.report();
@@ -876,7 +966,7 @@ mod tests {
         let on_disk = std::fs::metadata(dir.join("model.safetensors"))
             .unwrap()
             .len();
-        let fp8 = llm_footprint(&dir, 256).unwrap();
+        let fp8 = llm_footprint(&dir, 256, None).unwrap();
         assert_eq!(fp8.weights_bytes, 2 * on_disk);
     }
 
@@ -886,7 +976,7 @@ mod tests {
         let weights = std::fs::metadata(dir.join("model.safetensors"))
             .unwrap()
             .len();
-        let folder = llm_footprint(&dir, 1024).unwrap();
+        let folder = llm_footprint(&dir, 1024, None).unwrap();
         assert_eq!(folder.weights_bytes, weights);
         assert_eq!(
             (
@@ -897,20 +987,68 @@ mod tests {
             ),
             (2, 2, 16, 1024)
         );
-        // 2 (K and V) × 2 layers × 2 heads × 16 × 2 bytes per token.
+        // 2 (K and V) × 2 layers × 2 heads × 16 × 2 bytes per token: the
+        // bf16 cache a folder gets on a GPU.
         assert_eq!(folder.kv_cache_bytes(), 256 * 1024);
         assert!(folder.estimate().total > weights + folder.kv_cache_bytes());
 
         let gguf_path = models_dir().join("tiny-qwen3.gguf");
-        let gguf = llm_footprint(&gguf_path, 1024).unwrap();
+        let gguf = llm_footprint(&gguf_path, 1024, None).unwrap();
         assert_eq!(
             gguf.weights_bytes,
             std::fs::metadata(&gguf_path).unwrap().len()
         );
-        assert_eq!(gguf.kv_bytes_per_token(), folder.kv_bytes_per_token());
+        // A GGUF file runs in f32 on a GPU, its cache too.
+        assert_eq!(gguf.kv_bytes_per_token(), 2 * folder.kv_bytes_per_token());
+        // A chosen type counts its own bytes: 16 + 4 per 8-bit vector.
+        for (kind, per_token) in [
+            (KvDtype::F32, 512),
+            (KvDtype::F16, 256),
+            (KvDtype::Bf16, 256),
+            (KvDtype::Q8, 160),
+        ] {
+            let f = llm_footprint(&gguf_path, 1024, Some(kind)).unwrap();
+            assert_eq!(f.kv_bytes_per_token(), per_token, "{kind}");
+            assert_eq!(
+                llm_footprint(&dir, 1024, Some(kind))
+                    .unwrap()
+                    .kv_cache_bytes(),
+                per_token * 1024
+            );
+        }
 
-        let missing = llm_footprint(&dir.join("nope"), 1024).unwrap_err();
+        let missing = llm_footprint(&dir.join("nope"), 1024, None).unwrap_err();
         assert!(missing.to_string().contains("nope"), "{missing}");
+    }
+
+    #[test]
+    fn the_llm_reservation_counts_the_chosen_kv_cache_type() {
+        let side = simulated_cuda("vram=16GiB");
+        let path = models_dir().join("tiny-qwen3");
+        let slot: LlmSlot = Arc::new(Mutex::new(None));
+        let mut reserved = Vec::new();
+        for kv in [None, Some(KvDtype::F32), Some(KvDtype::Q8)] {
+            side.admit_llm(&path, 65_536, kv, &slot).unwrap();
+            let residents = side.manager.residents();
+            assert_eq!(residents.len(), 1);
+            let want = llm_footprint(&path, 65_536, kv).unwrap().estimate().total;
+            assert_eq!(residents[0].bytes, want, "{kv:?}");
+            reserved.push(residents[0].bytes);
+        }
+        // The tiny model's cache per token: 256 bytes in bf16 (the default
+        // on a GPU), 512 in f32, 160 in 8 bits, 10 % margin on top (rounded
+        // up, hence a byte either way).
+        let kv_part = |per_token: u64| per_token * 65_536 * 11 / 10;
+        let f32_more = reserved[1] - reserved[0];
+        let q8_less = reserved[0] - reserved[2];
+        assert!(
+            f32_more.abs_diff(kv_part(512) - kv_part(256)) <= 1,
+            "{f32_more}"
+        );
+        assert!(
+            q8_less.abs_diff(kv_part(256) - kv_part(160)) <= 1,
+            "{q8_less}"
+        );
     }
 
     #[test]
@@ -920,7 +1058,7 @@ mod tests {
         let (path, llm) = tiny_llm();
         let slot: LlmSlot = Arc::new(Mutex::new(None));
         assert_eq!(
-            side.admit_llm(&path, 256, &slot).unwrap(),
+            side.admit_llm(&path, 256, None, &slot).unwrap(),
             DeviceKind::Cuda(0)
         );
         *slot.lock().unwrap() = Some(llm);
@@ -959,7 +1097,10 @@ mod tests {
         let events = side.events.subscribe();
         let path = models_dir().join("tiny-qwen3");
         let slot: LlmSlot = Arc::new(Mutex::new(None));
-        assert_eq!(side.admit_llm(&path, 256, &slot).unwrap(), DeviceKind::Cpu);
+        assert_eq!(
+            side.admit_llm(&path, 256, None, &slot).unwrap(),
+            DeviceKind::Cpu
+        );
         assert!(side.manager.residents().is_empty());
         let reason = events
             .try_iter()

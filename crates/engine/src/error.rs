@@ -32,6 +32,9 @@ pub enum EngineError {
     /// Watching a folder failed.
     #[error("{0}")]
     Watch(String),
+    /// The model worker process failed.
+    #[error(transparent)]
+    Worker(#[from] crate::worker::WorkerError),
     /// The operation was cancelled.
     #[error("cancelled")]
     Cancelled,
@@ -68,6 +71,7 @@ impl EngineError {
             EngineError::NotConfigured(_) => ("not_configured", false),
             EngineError::NoEmbedder(_) => ("no_embedder", true),
             EngineError::Watch(_) => ("watch", true),
+            EngineError::Worker(_) => ("worker", true),
             EngineError::Cancelled => ("cancelled", true),
             EngineError::Internal(_) => ("internal", true),
         };

@@ -29,6 +29,7 @@ mod reembed;
 mod rerank;
 mod watch;
 mod watched;
+pub mod worker;
 
 pub use ask::{
     Answer, AskEvent, AskRequest, AskTimings, Citation, RetrievalTrace, SourceRef, TraceHit,
@@ -39,12 +40,16 @@ pub use collections::{
 };
 pub use config::{
     embedder_config_for, embedder_name, resolve_embedder, EngineConfig, DEFAULT_EMBEDDER,
+    KV_DTYPE_ENV_VAR,
 };
 pub use conversations::{
     AnswerScope, Conversation, ConversationError, ConversationStore, ConversationSummary, Message,
     MessageRole,
 };
-pub use device::{gpu_report, llm_budget, llm_candidates, recommend_llm, IDLE_UNLOAD_ENV_VAR};
+pub use device::{
+    gpu_report, llm_budget, llm_candidates, recommend_llm, recommend_llm_with_kv,
+    IDLE_UNLOAD_ENV_VAR,
+};
 pub use doctor::{doctor, DataDirCheck, DoctorReport, LibraryCheck, ModelCheck, DOCTOR_CONTEXT};
 pub use error::EngineError;
 pub use ingest::{IngestEvent, IngestReport, IngestStage, OverallProgress, ProgressFn, StageTimes};
@@ -58,7 +63,7 @@ pub use lectern_index::{
     SearchMode, VectorIndexState,
 };
 pub use lectern_ingest::ChunkConfig;
-pub use lectern_models::GenerationParams;
+pub use lectern_models::{GenerationParams, KvDtype, ParseKvDtypeError};
 
 /// Prepares this process for CPU language models: quantized products run
 /// on Lectern's own threads instead of candle's pool, which stalls when a
@@ -76,6 +81,7 @@ pub use rerank::{
 };
 pub use watch::{WatchEvent, WatchFn};
 pub use watched::{WatchedFolders, WATCHED_FOLDERS_FILE};
+pub use worker::{WorkerConfig, WorkerError, WorkerStatus, WORKER_ENV_VAR};
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -165,7 +171,10 @@ impl Engine {
     /// Opens the library in `config.data_dir` and loads the embedder.
     pub async fn open(mut config: EngineConfig) -> Result<Self, EngineError> {
         config.follow_library_embedder();
-        let gpu_side = device::GpuSide::open(config.device)?;
+        let mut gpu_side = device::GpuSide::open(config.device)?;
+        if let Some(worker) = &config.worker {
+            gpu_side.use_worker(worker::WorkerSupervisor::new(worker.clone(), config.device));
+        }
         let gpu = gpu_side.status().clone();
         let device = gpu.selected;
         tracing::info!(device = %device, reason = %gpu.reason, "compute device");

@@ -50,10 +50,7 @@ async fn no_embedder_is_a_specific_retryable_error_until_one_is_installed() {
         cfg.embedder_dir.join("tokenizer.json"),
     )
     .unwrap();
-    let err = Engine::open(cfg.clone())
-        .await
-        .err()
-        .expect("still missing");
+    let err = Engine::open(cfg.clone()).await.expect_err("still missing");
     assert_eq!(err.info().code, "no_embedder");
 
     // The download lands: the same configuration now opens.

@@ -6,13 +6,39 @@ use serde::{Deserialize, Serialize};
 /// The fraction added on top of a model's computed needs.
 pub const SAFETY_MARGIN: f64 = 0.10;
 
+/// What a KV cache stores for one head's key (or value) vector of one
+/// token: `head_dim` values of `value_bytes` each, plus `scale_bytes` once
+/// (an 8-bit cache's scale). Kept as whole bytes, so a fractional cost per
+/// value, such as 1 + 4/128 bytes for 8 bits with an f32 scale per vector
+/// of 128, is counted exactly.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct KvBytes {
+    /// Bytes per value (4 for f32, 2 for f16/bf16, 1 for 8 bits).
+    pub value_bytes: u32,
+    /// Bytes per vector on top of its values (0 for float caches).
+    pub scale_bytes: u32,
+}
+
+impl KvBytes {
+    /// A 16-bit float cache (f16 or bf16).
+    pub const SIXTEEN_BIT: Self = Self {
+        value_bytes: 2,
+        scale_bytes: 0,
+    };
+
+    /// Bytes of one vector of `head_dim` values, scales included.
+    pub fn per_vector(self, head_dim: u32) -> u64 {
+        u64::from(head_dim) * u64::from(self.value_bytes) + u64::from(self.scale_bytes)
+    }
+}
+
 /// The numbers a memory estimate is computed from.
 ///
 /// `weights_bytes` is the sum of the checkpoint's tensor sizes in the dtype
-/// they will be loaded in. The KV cache holds a key and a value vector of
-/// `kv_heads × head_dim` elements of `kv_dtype_bytes` each, per layer, per
-/// token of context. `activation_bytes` is the peak working memory of one
-/// forward pass (0 when unknown).
+/// they will be loaded in. The KV cache holds a key and a value vector for
+/// each of `kv_heads` heads of `head_dim` elements, stored as `kv` says,
+/// per layer, per token of context. `activation_bytes` is the peak working
+/// memory of one forward pass (0 when unknown).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ModelFootprint {
     /// Bytes of weights.
@@ -25,8 +51,8 @@ pub struct ModelFootprint {
     pub head_dim: u32,
     /// Tokens of context to provision for.
     pub context: u32,
-    /// Bytes per KV cache element (2 for f16/bf16, 4 for f32).
-    pub kv_dtype_bytes: u32,
+    /// How each key or value vector is stored.
+    pub kv: KvBytes,
     /// Peak activation memory, in bytes.
     pub activation_bytes: u64,
 }
@@ -49,10 +75,7 @@ pub struct MemoryEstimate {
 impl ModelFootprint {
     /// KV cache bytes per token of context.
     pub fn kv_bytes_per_token(&self) -> u64 {
-        2 * u64::from(self.layers)
-            * u64::from(self.kv_heads)
-            * u64::from(self.head_dim)
-            * u64::from(self.kv_dtype_bytes)
+        2 * u64::from(self.layers) * u64::from(self.kv_heads) * self.kv.per_vector(self.head_dim)
     }
 
     /// KV cache bytes for the whole context.
@@ -121,10 +144,16 @@ mod tests {
             kv_heads: 8,
             head_dim: 128,
             context,
-            kv_dtype_bytes: 2,
+            kv: KvBytes::SIXTEEN_BIT,
             activation_bytes: GIB / 2,
         }
     }
+
+    /// 8 bits per value and an f32 scale per vector of 128.
+    const Q8: KvBytes = KvBytes {
+        value_bytes: 1,
+        scale_bytes: 4,
+    };
 
     #[test]
     fn kv_cache_is_keys_and_values_per_layer_per_token() {
@@ -133,6 +162,44 @@ mod tests {
         assert_eq!(model.kv_bytes_per_token(), 147_456);
         assert_eq!(model.kv_cache_bytes(), 147_456 * 32_768);
         assert_eq!(model.kv_cache_bytes(), 9 * GIB / 2);
+    }
+
+    #[test]
+    fn an_8_bit_cache_counts_its_scales_exactly_at_128k_tokens() {
+        let f16 = qwen3_4b(131_072);
+        let q8 = ModelFootprint { kv: Q8, ..f16 };
+        // 2 × 36 × 8 × 128 × 2 bytes = 144 KiB per token: 18 GiB at 128K.
+        assert_eq!(f16.kv_bytes_per_token(), 147_456);
+        assert_eq!(f16.kv_cache_bytes(), 18 * GIB);
+        // 2 × 36 × 8 × (128 + 4) bytes = 74.25 KiB per token (1.03125 bytes
+        // per value): 9.28 GiB at 128K, 51.6 % of the 16-bit cache.
+        assert_eq!(q8.kv_bytes_per_token(), 76_032);
+        assert_eq!(q8.kv_cache_bytes(), 9_965_666_304);
+        assert_eq!(q8.kv_cache_bytes() * 128, f16.kv_cache_bytes() * 66);
+        // On a 16 GiB budget the 16-bit cache of an 8 GiB model affords
+        // about 44K tokens, the 8-bit one about 85K.
+        let budget = 16 * GIB;
+        let f16_fits = f16.max_context(budget).unwrap();
+        let q8_fits = q8.max_context(budget).unwrap();
+        assert_eq!((f16_fits, q8_fits), (44_021, 85_375));
+        assert!(
+            ModelFootprint {
+                context: q8_fits,
+                ..q8
+            }
+            .estimate()
+            .total
+                <= budget
+        );
+        assert!(
+            ModelFootprint {
+                context: q8_fits + 1,
+                ..q8
+            }
+            .estimate()
+            .total
+                > budget
+        );
     }
 
     #[test]
@@ -161,7 +228,7 @@ mod tests {
             kv_heads: 0,
             head_dim: 0,
             context: 0,
-            kv_dtype_bytes: 0,
+            kv: KvBytes::SIXTEEN_BIT,
             activation_bytes: 0,
         };
         assert_eq!(embedder.max_context(GIB), Some(u32::MAX));

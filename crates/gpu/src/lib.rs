@@ -103,7 +103,7 @@ mod test_support;
 
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use error::GpuError;
-pub use estimate::{MemoryEstimate, ModelFootprint, SAFETY_MARGIN};
+pub use estimate::{KvBytes, MemoryEstimate, ModelFootprint, SAFETY_MARGIN};
 pub use events::{EventBus, GpuEvent, RecoveryStep, UnloadReason};
 pub use host::{HostInfo, NvmlProbe};
 pub use manager::{
@@ -114,8 +114,8 @@ pub use nvml::{NvmlBackend, NVML_LIBRARY};
 pub use pacing::{BatchPacer, Pace, PaceReport, PacedHooks, ThroughputSizer};
 pub use preference::{DeviceKind, DevicePreference, DEVICE_ENV_VAR};
 pub use recommend::{
-    recommend_llm, LlmCandidate, LlmShape, MemoryBudget, Recommendation, VariantFit, WeightFormat,
-    CPU_PARAMETER_LIMIT, MIN_CONTEXT,
+    recommend_llm, recommend_llm_with_kv, LlmCandidate, LlmShape, MemoryBudget, Recommendation,
+    VariantFit, WeightFormat, CPU_PARAMETER_LIMIT, MIN_CONTEXT,
 };
 pub use recovery::{
     is_out_of_memory_message, run_with_recovery, Attempt, Backoff, BatchSizer, Priority, Recovered,

@@ -6,7 +6,7 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 
 use crate::units::format_bytes;
-use crate::{MemoryEstimate, ModelFootprint};
+use crate::{KvBytes, MemoryEstimate, ModelFootprint};
 
 /// Largest model, in parameters, recommended for CPU-only machines: on a
 /// laptop CPU a 4B model prefills a 4K-token prompt in minutes, a 1.7B one
@@ -99,6 +99,16 @@ impl LlmShape {
     /// The memory footprint in `format` for `context` tokens: weights, a
     /// 16-bit KV cache, and prefill activations for the whole context.
     pub fn footprint(&self, format: WeightFormat, context: u32) -> ModelFootprint {
+        self.footprint_with_kv(format, context, KvBytes::SIXTEEN_BIT)
+    }
+
+    /// [`LlmShape::footprint`] with the KV cache stored as `kv` says.
+    pub fn footprint_with_kv(
+        &self,
+        format: WeightFormat,
+        context: u32,
+        kv: KvBytes,
+    ) -> ModelFootprint {
         let weights = (self.parameters() as f64 * format.bits_per_weight() / 8.0).ceil() as u64;
         let activation_bytes = u64::from(context)
             .saturating_mul(u64::from(self.hidden_size) + u64::from(self.intermediate_size))
@@ -110,7 +120,7 @@ impl LlmShape {
             kv_heads: self.kv_heads,
             head_dim: self.head_dim,
             context,
-            kv_dtype_bytes: 2,
+            kv,
             activation_bytes,
         }
     }
@@ -119,7 +129,19 @@ impl LlmShape {
     /// 1024), whose reservation in `format` fits in `budget`; `None` when
     /// not even [`MIN_CONTEXT`] fits.
     pub fn affordable_context(&self, format: WeightFormat, budget: u64) -> Option<u32> {
-        let fits = |context: u32| self.footprint(format, context).estimate().total <= budget;
+        self.affordable_context_with_kv(format, budget, KvBytes::SIXTEEN_BIT)
+    }
+
+    /// [`LlmShape::affordable_context`] with the KV cache stored as `kv`
+    /// says.
+    pub fn affordable_context_with_kv(
+        &self,
+        format: WeightFormat,
+        budget: u64,
+        kv: KvBytes,
+    ) -> Option<u32> {
+        let fits =
+            |context: u32| self.footprint_with_kv(format, context, kv).estimate().total <= budget;
         let floor = MIN_CONTEXT.min(self.max_context);
         if !fits(floor) {
             return None;
@@ -225,10 +247,24 @@ pub struct Recommendation {
 /// CPU's speed, not its memory, is what limits larger ones. When nothing
 /// fits at the requested context, the variant that affords the longest
 /// context is chosen (the larger one on a tie), with that context.
+///
+/// The KV cache is counted at 16 bits a value; see
+/// [`recommend_llm_with_kv`] for other cache types.
 pub fn recommend_llm(
     candidates: &[LlmCandidate],
     budget: MemoryBudget,
     context: u32,
+) -> Recommendation {
+    recommend_llm_with_kv(candidates, budget, context, KvBytes::SIXTEEN_BIT)
+}
+
+/// [`recommend_llm`] with the KV cache stored as `kv` says: estimates,
+/// afforded contexts and the reason all count its bytes.
+pub fn recommend_llm_with_kv(
+    candidates: &[LlmCandidate],
+    budget: MemoryBudget,
+    context: u32,
+    kv: KvBytes,
 ) -> Recommendation {
     let cpu = matches!(budget, MemoryBudget::Cpu { .. });
     let mut variants: Vec<VariantFit> = candidates
@@ -237,7 +273,7 @@ pub fn recommend_llm(
             c.formats.iter().map(move |&format| {
                 let parameters = c.shape.parameters();
                 let context = context.min(c.shape.max_context);
-                let estimate = c.shape.footprint(format, context).estimate();
+                let estimate = c.shape.footprint_with_kv(format, context, kv).estimate();
                 let excluded = if cpu && parameters > CPU_PARAMETER_LIMIT {
                     Some(format!(
                         "{:.1}B parameters is too slow without a GPU",
@@ -256,7 +292,9 @@ pub fn recommend_llm(
                     parameters,
                     installed: c.installed,
                     fits: estimate.total <= budget.bytes(),
-                    max_context: c.shape.affordable_context(format, budget.bytes()),
+                    max_context: c
+                        .shape
+                        .affordable_context_with_kv(format, budget.bytes(), kv),
                     estimate,
                     excluded,
                 }
@@ -421,5 +459,53 @@ mod tests {
         );
         assert_eq!(none.variants.len(), 9);
         assert_eq!(none.variants[0].model, "qwen3-4b");
+    }
+
+    #[test]
+    fn an_8_bit_kv_cache_affords_about_twice_the_context() {
+        let q8 = KvBytes {
+            value_bytes: 1,
+            scale_bytes: 4,
+        };
+        let budget = MemoryBudget::Gpu { bytes: 12 * GIB };
+        let sixteen = recommend_llm(&family(), budget, 32_768);
+        let eight = recommend_llm_with_kv(&family(), budget, 32_768, q8);
+        let fit = |r: &Recommendation, model: &str, format| {
+            r.variants
+                .iter()
+                .find(|v| v.model == model && v.format == format)
+                .unwrap()
+                .clone()
+        };
+        let a = fit(&sixteen, "qwen3-4b", WeightFormat::Bf16);
+        let b = fit(&eight, "qwen3-4b", WeightFormat::Bf16);
+        // 4B at 32K: the cache is 4.5 GiB in 16 bits, 2.32 GiB in 8.
+        assert_eq!(a.estimate.kv_cache, 4_831_838_208);
+        assert_eq!(b.estimate.kv_cache, 2_491_416_576);
+        assert_eq!(a.estimate.weights, b.estimate.weights);
+        // 4B bf16 does not fit 32K with a 16-bit cache on 12 GiB; with
+        // the 8-bit one it does, and the reason says what it affords.
+        assert!(!a.fits && b.fits, "{a:?} {b:?}");
+        let (ma, mb) = (a.max_context.unwrap(), b.max_context.unwrap());
+        assert!(mb > ma * 17 / 10, "{ma} vs {mb}");
+        let choice = eight.choice.as_ref().unwrap();
+        assert_eq!(
+            (choice.model.as_str(), choice.format),
+            ("qwen3-4b", WeightFormat::Bf16)
+        );
+        assert!(
+            eight.reason.contains(&format!("afford up to {mb} tokens")),
+            "{}",
+            eight.reason
+        );
+        // Still what the 8-bit footprint says.
+        let shape = family()[2].shape;
+        assert!(
+            shape
+                .footprint_with_kv(WeightFormat::Bf16, mb, q8)
+                .estimate()
+                .total
+                <= budget.bytes()
+        );
     }
 }

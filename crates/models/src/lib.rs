@@ -17,7 +17,8 @@
 //!   incremental detokenisation. The network itself is [`Qwen3`], written
 //!   here with candle ops: one definition for dense and quantized weights,
 //!   f32 rotary angles with YaRN when configured, a key/value cache
-//!   allocated once for the granted context, and prefix reuse across turns.
+//!   allocated once for the granted context (f32, f16, bf16 or 8-bit,
+//!   [`KvDtype`]), and prefix reuse across turns.
 //!
 //! Device choice is made by `lectern-gpu`; [`candle_device`] maps its answer
 //! to a candle device, and [`capabilities`] tells it which backends this
@@ -39,6 +40,6 @@ pub use device::{candle_device, capabilities};
 pub use embed::{instruction_prefix, Embedder, EmbedderArchitecture, EmbedderConfig, Pooling};
 pub use error::ModelError;
 pub use llm::{GenerationParams, GenerationStats, Llm, LlmFormat, Piece, StopReason};
-pub use qwen3::{Logits, Qwen3, Qwen3Config, Qwen3Options, Yarn};
+pub use qwen3::{KvDtype, Logits, ParseKvDtypeError, Qwen3, Qwen3Config, Qwen3Options, Yarn};
 pub use rerank::{sigmoid, Reranker, RerankerConfig, RerankerFamily, TOKENS_PER_PASS};
 pub use stream::{Segment, ThinkSplitter, TokenStream, THINK_CLOSE, THINK_OPEN};

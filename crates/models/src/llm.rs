@@ -10,7 +10,7 @@ use candle_transformers::generation::{LogitsProcessor, Sampling};
 use serde::{Deserialize, Serialize};
 use tokenizers::Tokenizer;
 
-use crate::qwen3::{Logits, Qwen3, Qwen3Options};
+use crate::qwen3::{KvDtype, Logits, Qwen3, Qwen3Options};
 use crate::stream::{Segment, ThinkSplitter};
 use crate::{error::tok_err, ChatMessage, ChatTemplate, ModelError, TokenStream};
 
@@ -274,6 +274,11 @@ impl Llm {
     /// The context length this model was granted, in tokens.
     pub fn context_length(&self) -> usize {
         self.model.context()
+    }
+
+    /// Storage type of the model's key/value cache.
+    pub fn kv_dtype(&self) -> KvDtype {
+        self.model.kv_dtype()
     }
 
     /// The Qwen3 model itself (for running tokens directly).

@@ -4,8 +4,9 @@
 //! safetensors folder or a GGUF file, quantized matrices kept quantized).
 //! Rotary angles are computed in f32 for the positions at hand, with YaRN
 //! when the checkpoint asks for it; the key/value cache is allocated once for
-//! the granted context and written in place; a batch of new tokens after any
-//! number of cached ones gets a proper causal mask.
+//! the granted context and written in place, as f32, f16, bf16 or 8-bit
+//! integers with a scale per head vector ([`KvDtype`]); a batch of new
+//! tokens after any number of cached ones gets a proper causal mask.
 
 mod cache;
 mod config;
@@ -23,6 +24,7 @@ use std::sync::Arc;
 use candle_core::quantized::gguf_file;
 use candle_core::{DType, Device, Tensor};
 
+pub use cache::{KvDtype, ParseKvDtypeError};
 pub use config::{Qwen3Config, Yarn};
 
 use cache::KvCache;
@@ -30,7 +32,7 @@ use rope::Rope;
 use split::RowSplit;
 use weights::{Embedding, Linear, Part, WeightSource};
 
-use crate::ModelError;
+use crate::{LlmFormat, ModelError};
 
 /// How a model is loaded and how much context it gets.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -41,9 +43,10 @@ pub struct Qwen3Options {
     /// Dtype of dense weights and activations; `None` picks f32 on CPU and
     /// for GGUF files, bf16 for safetensors on a GPU.
     pub dtype: Option<DType>,
-    /// Dtype of the key/value cache (f32, f16 or bf16); `None` uses the
-    /// activation dtype.
-    pub kv_dtype: Option<DType>,
+    /// Storage type of the key/value cache; `None` stores it in the
+    /// activation dtype ([`Qwen3Options::activation_dtype`]: bf16 for
+    /// safetensors on a GPU, f32 otherwise).
+    pub kv_dtype: Option<KvDtype>,
 }
 
 impl Qwen3Options {
@@ -54,6 +57,21 @@ impl Qwen3Options {
             dtype: None,
             kv_dtype: None,
         }
+    }
+
+    /// The activation dtype a load of weights in `format` uses, on a CPU
+    /// when `cpu` (on a GPU otherwise).
+    pub fn activation_dtype(&self, format: LlmFormat, cpu: bool) -> DType {
+        self.dtype.unwrap_or(match format {
+            LlmFormat::Safetensors if !cpu => DType::BF16,
+            LlmFormat::Safetensors | LlmFormat::Gguf => DType::F32,
+        })
+    }
+
+    /// The KV cache type such a load stores: `kv_dtype`, or the one of
+    /// the activation dtype.
+    pub fn cache_type(&self, format: LlmFormat, cpu: bool) -> Result<KvDtype, ModelError> {
+        kv_dtype_for(self.kv_dtype, self.activation_dtype(format, cpu)).map_err(ModelError::Device)
     }
 }
 
@@ -228,12 +246,15 @@ fn gguf_config(path: &Path, content: &gguf_file::Content) -> Result<Qwen3Config,
     Ok(cfg)
 }
 
-fn check_kv_dtype(dtype: DType) -> Result<DType, String> {
-    match dtype {
-        DType::F32 | DType::F16 | DType::BF16 => Ok(dtype),
-        other => Err(format!(
-            "KV cache dtype {other:?} is not supported (f32, f16 or bf16)"
-        )),
+/// The cache type `requested`, or the one matching the activation dtype.
+fn kv_dtype_for(requested: Option<KvDtype>, dtype: DType) -> Result<KvDtype, String> {
+    match requested {
+        Some(kind) => Ok(kind),
+        None => KvDtype::from_dtype(dtype).ok_or_else(|| {
+            format!(
+                "no KV cache type matches activations in {dtype:?}; choose f32, f16, bf16 or q8"
+            )
+        }),
     }
 }
 
@@ -266,11 +287,7 @@ impl Qwen3 {
         }
         let bytes = std::fs::read(&cfg_path).map_err(|e| invalid(&cfg_path, e))?;
         let cfg = Qwen3Config::from_hf_json(&bytes).map_err(|e| invalid(&cfg_path, e))?;
-        let dtype = opts.dtype.unwrap_or(if device.is_cpu() {
-            DType::F32
-        } else {
-            DType::BF16
-        });
+        let dtype = opts.activation_dtype(LlmFormat::Safetensors, device.is_cpu());
         let files = safetensor_files(dir)?;
         let fp8_block = config::fp8_block_size(&bytes).map_err(|e| invalid(&cfg_path, e))?;
         let source = WeightSource::safetensors(&files, dtype, device)
@@ -304,7 +321,7 @@ impl Qwen3 {
         opts: Qwen3Options,
     ) -> Result<Self, ModelError> {
         let cfg = gguf_config(path, &content)?;
-        let dtype = opts.dtype.unwrap_or(DType::F32);
+        let dtype = opts.activation_dtype(LlmFormat::Gguf, device.is_cpu());
         let source = WeightSource::gguf(path, content, reader, dtype, device);
         Self::build(cfg, source, device, opts, path)
     }
@@ -318,8 +335,7 @@ impl Qwen3 {
     ) -> Result<Self, ModelError> {
         let err = |e: candle_core::Error| invalid(path, e);
         let dtype = w.dtype();
-        let kv_dtype =
-            check_kv_dtype(opts.kv_dtype.unwrap_or(dtype)).map_err(ModelError::Device)?;
+        let kv_dtype = kv_dtype_for(opts.kv_dtype, dtype).map_err(ModelError::Device)?;
         let h = cfg.hidden_size;
         let qd = cfg.num_attention_heads * cfg.head_dim;
         let kvd = cfg.num_key_value_heads * cfg.head_dim;
@@ -402,7 +418,7 @@ impl Qwen3 {
             hidden = h,
             context = capacity,
             ?dtype,
-            ?kv_dtype,
+            %kv_dtype,
             yarn = cfg.yarn.is_some(),
             split_products = split,
             "qwen3 loaded"
@@ -437,9 +453,9 @@ impl Qwen3 {
         self.cache.len()
     }
 
-    /// Dtype of the key/value cache.
-    pub fn kv_dtype(&self) -> DType {
-        self.cache.dtype()
+    /// Storage type of the key/value cache.
+    pub fn kv_dtype(&self) -> KvDtype {
+        self.cache.kind()
     }
 
     /// Dtype of activations.
