@@ -33,6 +33,7 @@ caller can make sure of it after a SIGKILL.
 
 import argparse
 import base64
+import http.client
 import json
 import os
 import shutil
@@ -133,13 +134,24 @@ class Driver:
 
     def request(self, method, path, body=None, timeout=120):
         data = None if body is None else json.dumps(body).encode()
-        req = urllib.request.Request(self.base + path, data=data, method=method,
-                                     headers={"Content-Type": "application/json"})
-        try:
-            with urllib.request.urlopen(req, timeout=timeout) as r:
-                return json.loads(r.read() or b"{}").get("value")
-        except urllib.error.HTTPError as e:
-            raise Failure(f"WebDriver {method} {path}: {e.code} {e.read()[:400]!r}") from None
+        # tauri-driver forwards each request over a pooled connection to
+        # WebKitWebDriver; when that connection was closed under it, the
+        # request fails before it reaches the driver and is sent again.
+        for attempt in range(3):
+            req = urllib.request.Request(self.base + path, data=data, method=method,
+                                         headers={"Content-Type": "application/json"})
+            try:
+                with urllib.request.urlopen(req, timeout=timeout) as r:
+                    return json.loads(r.read() or b"{}").get("value")
+            except urllib.error.HTTPError as e:
+                raise Failure(f"WebDriver {method} {path}: {e.code} {e.read()[:400]!r}") from None
+            except (ConnectionResetError, http.client.RemoteDisconnected, urllib.error.URLError) as e:
+                if isinstance(e, urllib.error.URLError) and not isinstance(e.reason, ConnectionResetError):
+                    raise
+                if attempt == 2:
+                    raise Failure(f"WebDriver {method} {path}: {e}") from None
+                print(f"  (driver connection dropped on {method} {path}: {e}; sending again)", flush=True)
+                time.sleep(0.2)
 
     def start(self, binary):
         caps = {"capabilities": {"alwaysMatch": {"tauri:options": {"application": str(binary), "args": []}}}}
