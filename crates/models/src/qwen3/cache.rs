@@ -15,6 +15,8 @@ use std::str::FromStr;
 use candle_core::{DType, Device, Result, Tensor};
 use serde::{Deserialize, Serialize};
 
+use super::attend;
+
 /// Storage type of the key/value cache.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -149,8 +151,8 @@ impl FromStr for KvDtype {
 }
 
 /// One layer's keys or values.
-#[derive(Debug)]
-enum Store {
+#[derive(Debug, Clone)]
+pub(crate) enum Store {
     /// `(1, kv_heads, capacity, head_dim)` in a float dtype.
     Float(Tensor),
     /// `(1, kv_heads, capacity, head_dim)` u8 (offset 128) and
@@ -159,7 +161,7 @@ enum Store {
 }
 
 impl Store {
-    fn new(
+    pub(crate) fn new(
         kind: KvDtype,
         kv_heads: usize,
         capacity: usize,
@@ -179,7 +181,7 @@ impl Store {
     }
 
     /// Writes `x` (`(1, kv_heads, n, head_dim)`) at slot `at`.
-    fn write(&self, x: &Tensor, at: usize) -> Result<()> {
+    pub(crate) fn write(&self, x: &Tensor, at: usize) -> Result<()> {
         match self {
             Self::Float(store) => store.slice_set(&x.to_dtype(store.dtype())?.contiguous()?, 2, at),
             Self::Q8 { values, scales } => {
@@ -191,7 +193,7 @@ impl Store {
     }
 
     /// The first `len` slots in `dtype`.
-    fn read(&self, len: usize, dtype: DType) -> Result<Tensor> {
+    pub(crate) fn read(&self, len: usize, dtype: DType) -> Result<Tensor> {
         match self {
             Self::Float(store) => store.narrow(2, 0, len)?.to_dtype(dtype),
             Self::Q8 { values, scales } => {
@@ -305,6 +307,42 @@ impl KvCache {
         let k = self.keys[layer].read(total, dtype)?;
         let v = self.values[layer].read(total, dtype)?;
         Ok((k, v))
+    }
+
+    /// Writes one token's `k` and `v` (`(1, kv_heads, 1, head_dim)`) of
+    /// `layer` at the current end, then attends `q` (every query head,
+    /// scaled, as [`attend::one`] takes it) over everything held for that
+    /// layer, on the CPU, reading the stored type in place.
+    pub(crate) fn append_attend_one(
+        &self,
+        layer: usize,
+        k: &Tensor,
+        v: &Tensor,
+        q: Vec<f32>,
+        group: usize,
+    ) -> Result<Vec<f32>> {
+        let (_, kv_heads, n, head_dim) = k.dims4()?;
+        if n != 1 || self.len + 1 > self.capacity {
+            candle_core::bail!(
+                "one-token attention got {n} tokens with {} of {} slots used",
+                self.len,
+                self.capacity
+            );
+        }
+        self.keys[layer].write(k, self.len)?;
+        self.values[layer].write(v, self.len)?;
+        let held = attend::Held {
+            keys: self.keys[layer].clone(),
+            values: self.values[layer].clone(),
+        };
+        let shape = attend::Shape {
+            kv_heads,
+            group,
+            head_dim,
+            capacity: self.capacity,
+            tokens: self.len + 1,
+        };
+        attend::one(q, &held, shape)
     }
 }
 

@@ -8,6 +8,7 @@
 //! integers with a scale per head vector ([`KvDtype`]); a batch of new
 //! tokens after any number of cached ones gets a proper causal mask.
 
+mod attend;
 mod cache;
 mod config;
 mod hidden;
@@ -578,13 +579,26 @@ impl Qwen3 {
         let k = candle_nn::ops::rms_norm(&k, &l.k_norm, eps)?;
         let q = self.rope.apply(&q, cos, sin)?;
         let k = self.rope.apply(&k, cos, sin)?;
+        let group = nh / nkv;
+        let scale = 1.0 / (hd as f64).sqrt();
+        if n == 1 && self.device.is_cpu() {
+            // Decoding: one query per head, attended in place over the cache.
+            let q = (q * scale)?
+                .flatten_all()?
+                .to_dtype(DType::F32)?
+                .to_vec1()?;
+            let attn = self.cache.append_attend_one(i, &k, &v, q, group)?;
+            let attn =
+                Tensor::from_vec(attn, (1, 1, nh * hd), &self.device)?.to_dtype(self.dtype)?;
+            let x = (x + l.o.forward(&attn)?)?;
+            return self.mlp(l, x);
+        }
         let (k, v) = self.cache.append(i, &k, &v, self.dtype)?;
         let total = k.dim(2)?;
 
         // Grouped-query attention without copying keys: the query heads that
         // share a key/value head are stacked along the row axis.
-        let group = nh / nkv;
-        let q = (q * (1.0 / (hd as f64).sqrt()))?.reshape((1, nkv, group * n, hd))?;
+        let q = (q * scale)?.reshape((1, nkv, group * n, hd))?;
         let scores = q.matmul(&k.t()?)?.to_dtype(DType::F32)?;
         let scores = match mask {
             Some(mask) => scores
@@ -600,8 +614,12 @@ impl Qwen3 {
             .transpose(1, 2)?
             .reshape((1, n, nh * hd))?;
         let x = (x + l.o.forward(&attn)?)?;
+        self.mlp(l, x)
+    }
 
-        let h = candle_nn::ops::rms_norm(&x, &l.ffn_norm, eps)?;
+    /// The feed-forward half of a layer, with its residual.
+    fn mlp(&self, l: &Layer, x: Tensor) -> candle_core::Result<Tensor> {
+        let h = candle_nn::ops::rms_norm(&x, &l.ffn_norm, self.cfg.rms_norm_eps as f32)?;
         let [gate, up]: [Tensor; 2] = Proj::forward_many(&[&l.gate, &l.up], &h)?
             .try_into()
             .map_err(|_| candle_core::Error::msg("gate/up projection count"))?;

@@ -32,7 +32,9 @@ pub(crate) struct Q8Vec {
     /// Quantized values, `-127..=127`.
     qs: Vec<i8>,
     /// Sums of each run of 16 quantized values.
-    sums16: Vec<i32>,
+    sums16: Vec<i16>,
+    /// Sums of each run of 32 quantized values.
+    sums32: Vec<i16>,
 }
 
 impl Q8Vec {
@@ -44,6 +46,7 @@ impl Q8Vec {
             d: vec![0.0; blocks],
             qs: vec![0; x.len()],
             sums16: vec![0; x.len() / 16],
+            sums32: vec![0; x.len() / 32],
         };
         pulp::Arch::new().dispatch(Quantize { x, out: &mut out });
         out
@@ -86,32 +89,36 @@ impl pulp::WithSimd for Quantize<'_> {
                     .iter_mut()
                     .zip(qs.chunks_exact(16))
                 {
-                    *sum = run.iter().map(|&q| q as i32).sum();
+                    *sum = run.iter().map(|&q| q as i16).sum();
+                }
+                for (sum, pair) in out.sums32[b * 8..(b + 1) * 8]
+                    .iter_mut()
+                    .zip(out.sums16[b * 16..(b + 1) * 16].chunks_exact(2))
+                {
+                    *sum = pair[0] + pair[1];
                 }
             }
         }
     }
 }
 
-/// IEEE half precision bits to f32.
+/// IEEE half precision bits to f32, without branches: the exponent and
+/// mantissa are moved into place and rescaled by 2^112 (which also turns
+/// subnormal halves into the right normal floats), then infinities and NaNs
+/// get the all-ones exponent back.
 #[inline(always)]
 fn f16_to_f32(lo: u8, hi: u8) -> f32 {
-    let bits = u16::from_le_bytes([lo, hi]);
-    let sign = ((bits >> 15) as u32) << 31;
-    let exp = ((bits >> 10) & 0x1f) as u32;
-    let man = (bits & 0x3ff) as u32;
-    match exp {
-        0 => {
-            let v = man as f32 * (1.0 / 16_777_216.0);
-            if sign != 0 {
-                -v
-            } else {
-                v
-            }
-        }
-        31 => f32::from_bits(sign | 0x7f80_0000 | (man << 13)),
-        _ => f32::from_bits(sign | ((exp + 112) << 23) | (man << 13)),
-    }
+    const RESCALE: f32 = f32::from_bits(0x7780_0000); // 2^112
+    let bits = u16::from_le_bytes([lo, hi]) as u32;
+    let sign = (bits & 0x8000) << 16;
+    let magnitude = (bits & 0x7fff) << 13;
+    let scaled = (f32::from_bits(magnitude) * RESCALE).to_bits();
+    let special = if bits & 0x7c00 == 0x7c00 {
+        0x7f80_0000 | (magnitude & 0x007f_ffff)
+    } else {
+        scaled
+    };
+    f32::from_bits(sign | special)
 }
 
 /// Dot product of 32 unsigned quants with 32 signed activations.
@@ -159,8 +166,8 @@ fn dot_q4k(row: &[u8], x: &Q8Vec) -> f32 {
             let yhi: &[i8; 32] = y[64 * j + 32..64 * j + 64].try_into().unwrap_or(&[0; 32]);
             sumi += scales[2 * j] as i32 * dot32(&lo, ylo);
             sumi += scales[2 * j + 1] as i32 * dot32(&hi, yhi);
-            summ += mins[2 * j] as i32 * (sums[4 * j] + sums[4 * j + 1]);
-            summ += mins[2 * j + 1] as i32 * (sums[4 * j + 2] + sums[4 * j + 3]);
+            summ += mins[2 * j] as i32 * (sums[4 * j] as i32 + sums[4 * j + 1] as i32);
+            summ += mins[2 * j + 1] as i32 * (sums[4 * j + 2] as i32 + sums[4 * j + 3] as i32);
         }
         acc += x.d[b] * (d * sumi as f32 - dmin * summ as f32);
     }
@@ -196,7 +203,7 @@ fn dot_q6k(row: &[u8], x: &Q8Vec) -> f32 {
             let qs: &[u8; 16] = q[16 * sub..16 * sub + 16].try_into().unwrap_or(&[0; 16]);
             let ys: &[i8; 16] = y[16 * sub..16 * sub + 16].try_into().unwrap_or(&[0; 16]);
             let scale = scales[sub] as i8 as i32;
-            sumi += scale * (dot16(qs, ys) - 32 * sums[sub]);
+            sumi += scale * (dot16(qs, ys) - 32 * sums[sub] as i32);
         }
         acc += x.d[b] * d * sumi as f32;
     }
@@ -295,12 +302,12 @@ fn q4k_scales(sc: &[u8]) -> ([u8; 8], [u8; 8]) {
 /// The same kernels written with AVX2 integer multiply-adds.
 #[cfg(target_arch = "x86_64")]
 mod avx2 {
-    use core::arch::x86_64::{__m256, __m256i};
+    use core::arch::x86_64::{__m128, __m128i, __m256, __m256i};
 
     use pulp::bytemuck::cast;
     use pulp::x86::V3;
 
-    use super::{f16_to_f32, q4k_scales, Q8Vec, Q4K_BYTES, Q6K_BYTES, QK};
+    use super::{f16_to_f32, Q8Vec, Q4K_BYTES, Q6K_BYTES, QK};
 
     /// [`super::matvec`]'s loop for AVX2 machines.
     pub(super) struct MatVec<'a> {
@@ -332,79 +339,158 @@ mod avx2 {
     }
 
     #[inline(always)]
-    fn load(b: &[u8]) -> __m256i {
-        let a: [u8; 32] = <[u8; 32]>::try_from(&b[..32]).unwrap_or([0; 32]);
-        cast(a)
-    }
-
-    #[inline(always)]
-    fn load_i8(b: &[i8]) -> __m256i {
-        let a: [i8; 32] = <[i8; 32]>::try_from(&b[..32]).unwrap_or([0; 32]);
-        cast(a)
-    }
-
-    #[inline(always)]
     fn hsum(v: __m256) -> f32 {
         let a: [f32; 8] = cast(v);
         (a[0] + a[4]) + (a[1] + a[5]) + ((a[2] + a[6]) + (a[3] + a[7]))
     }
 
+    /// Word shuffles that broadcast 16-bit lane `i` of each 128-bit half.
+    const fn word_broadcast(i: usize) -> [u8; 32] {
+        let mut c = [0u8; 32];
+        let mut k = 0;
+        while k < 32 {
+            c[k] = (2 * i + k % 2) as u8;
+            k += 1;
+        }
+        c
+    }
+
+    /// Byte shuffles putting byte `i` in bytes 0..8 and byte `i + 1` in
+    /// bytes 8..16.
+    const fn pair_bytes(i: usize) -> [u8; 16] {
+        let mut c = [0u8; 16];
+        let mut k = 0;
+        while k < 16 {
+            c[k] = (i + k / 8) as u8;
+            k += 1;
+        }
+        c
+    }
+
+    const WORDS: [[u8; 32]; 8] = [
+        word_broadcast(0),
+        word_broadcast(1),
+        word_broadcast(2),
+        word_broadcast(3),
+        word_broadcast(4),
+        word_broadcast(5),
+        word_broadcast(6),
+        word_broadcast(7),
+    ];
+
+    const PAIRS: [[u8; 16]; 8] = [
+        pair_bytes(0),
+        pair_bytes(2),
+        pair_bytes(4),
+        pair_bytes(6),
+        pair_bytes(8),
+        pair_bytes(10),
+        pair_bytes(12),
+        pair_bytes(14),
+    ];
+
+    #[inline(always)]
+    fn u32_at(b: &[u8], at: usize) -> u32 {
+        u32::from_le_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]])
+    }
+
+    /// The eight 6-bit scales and eight 6-bit mins of a Q4_K block, one per
+    /// byte, from its 12 packed bytes, with 32-bit mask arithmetic.
+    #[inline(always)]
+    fn q4k_scales_mins(sc: &[u8]) -> (u64, u64) {
+        const LOW6: u32 = 0x3f3f_3f3f;
+        const LOW4: u32 = 0x0f0f_0f0f;
+        const LOW2: u32 = 0x0303_0303;
+        let (a, b, c) = (u32_at(sc, 0), u32_at(sc, 4), u32_at(sc, 8));
+        let scales_lo = a & LOW6;
+        let scales_hi = (c & LOW4) | (((a >> 6) & LOW2) << 4);
+        let mins_lo = b & LOW6;
+        let mins_hi = ((c >> 4) & LOW4) | (((b >> 6) & LOW2) << 4);
+        (
+            scales_lo as u64 | (scales_hi as u64) << 32,
+            mins_lo as u64 | (mins_hi as u64) << 32,
+        )
+    }
+
+    #[inline(always)]
+    fn hsum128(v: __m128) -> f32 {
+        let a: [f32; 4] = cast(v);
+        (a[0] + a[2]) + (a[1] + a[3])
+    }
+
     #[inline(always)]
     fn dot_q4k(simd: V3, row: &[u8], x: &Q8Vec) -> f32 {
-        let (avx, avx2) = (simd.avx, simd.avx2);
+        let (sse, sse2, sse4, avx, avx2) = (simd.sse, simd.sse2, simd.sse4_1, simd.avx, simd.avx2);
         let m4 = avx._mm256_set1_epi8(0x0f);
+        let words: [__m256i; 8] = WORDS.map(cast);
         let mut accv = avx._mm256_setzero_ps();
-        let mut acc = 0f32;
-        for (b, blk) in row.chunks_exact(Q4K_BYTES).enumerate() {
+        let mut accm = sse._mm_setzero_ps();
+        let blocks = row.as_chunks::<Q4K_BYTES>().0;
+        let ys = x.qs.as_chunks::<QK>().0;
+        let bsums = x.sums32.as_chunks::<8>().0;
+        for (((blk, y), bsums), &xd) in blocks.iter().zip(ys).zip(bsums).zip(&x.d) {
             let d = f16_to_f32(blk[0], blk[1]);
             let dmin = f16_to_f32(blk[2], blk[3]);
-            let (scales, mins) = q4k_scales(&blk[4..16]);
-            let qs = &blk[16..Q4K_BYTES];
-            let y = &x.qs[b * QK..(b + 1) * QK];
-            let sums = &x.sums16[b * 16..(b + 1) * 16];
+            let (scales, mins) = q4k_scales_mins(&blk[4..16]);
+            // Mins against the activations' 32-value sums.
+            let mins16 = sse4._mm_cvtepu8_epi16(sse2._mm_set1_epi64x(mins as i64));
+            let m = sse2._mm_madd_epi16(mins16, cast(*bsums));
+            accm = simd
+                .fma
+                ._mm_fmadd_ps(sse2._mm_cvtepi32_ps(m), sse._mm_set1_ps(xd * dmin), accm);
+            // Scales as 16-bit words in both halves, broadcast per sub-block.
+            let sc = avx2._mm256_cvtepu8_epi16(sse2._mm_set1_epi64x(scales as i64));
+            let qs = blk[16..].as_chunks::<32>().0;
+            let y = y.as_chunks::<32>().0;
             let mut sum = avx._mm256_setzero_si256();
-            let mut summ = 0i32;
             for j in 0..4 {
-                let q = load(&qs[32 * j..]);
+                let q: __m256i = cast(qs[j]);
                 let lo = avx2._mm256_and_si256(q, m4);
                 let hi = avx2._mm256_and_si256(avx2._mm256_srli_epi16::<4>(q), m4);
-                let plo = avx2._mm256_maddubs_epi16(lo, load_i8(&y[64 * j..]));
-                let phi = avx2._mm256_maddubs_epi16(hi, load_i8(&y[64 * j + 32..]));
-                let slo = avx2._mm256_madd_epi16(plo, avx._mm256_set1_epi16(scales[2 * j] as i16));
-                let shi =
-                    avx2._mm256_madd_epi16(phi, avx._mm256_set1_epi16(scales[2 * j + 1] as i16));
-                sum = avx2._mm256_add_epi32(sum, avx2._mm256_add_epi32(slo, shi));
-                summ += mins[2 * j] as i32 * (sums[4 * j] + sums[4 * j + 1]);
-                summ += mins[2 * j + 1] as i32 * (sums[4 * j + 2] + sums[4 * j + 3]);
+                let plo = avx2._mm256_maddubs_epi16(lo, cast(y[2 * j]));
+                let phi = avx2._mm256_maddubs_epi16(hi, cast(y[2 * j + 1]));
+                let slo = avx2._mm256_shuffle_epi8(sc, words[2 * j]);
+                let shi = avx2._mm256_shuffle_epi8(sc, words[2 * j + 1]);
+                sum = avx2._mm256_add_epi32(
+                    sum,
+                    avx2._mm256_add_epi32(
+                        avx2._mm256_madd_epi16(plo, slo),
+                        avx2._mm256_madd_epi16(phi, shi),
+                    ),
+                );
             }
-            let xd = x.d[b];
             accv = simd.fma._mm256_fmadd_ps(
                 avx._mm256_cvtepi32_ps(sum),
                 avx._mm256_set1_ps(xd * d),
                 accv,
             );
-            acc -= xd * dmin * summ as f32;
         }
-        hsum(accv) + acc
+        hsum(accv) - hsum128(accm)
     }
 
     #[inline(always)]
     fn dot_q6k(simd: V3, row: &[u8], x: &Q8Vec) -> f32 {
-        let (avx, avx2) = (simd.avx, simd.avx2);
+        let (ssse3, avx, avx2) = (simd.ssse3, simd.avx, simd.avx2);
         let m4 = avx._mm256_set1_epi8(0x0f);
         let m30 = avx._mm256_set1_epi8(0x30);
+        let pairs: [__m128i; 8] = PAIRS.map(cast);
         let mut accv = avx._mm256_setzero_ps();
-        let mut acc = 0f32;
-        for (b, blk) in row.chunks_exact(Q6K_BYTES).enumerate() {
-            let scales = &blk[192..208];
+        let blocks = row.as_chunks::<Q6K_BYTES>().0;
+        let ys = x.qs.as_chunks::<QK>().0;
+        let sums = x.sums16.as_chunks::<16>().0;
+        for (((blk, y), sums), &xd) in blocks.iter().zip(ys).zip(sums).zip(&x.d) {
+            let scales: __m128i = cast(blk[192..].as_chunks::<16>().0[0]);
             let d = f16_to_f32(blk[208], blk[209]);
-            let y = &x.qs[b * QK..(b + 1) * QK];
-            let sums = &x.sums16[b * 16..(b + 1) * 16];
-            let mut sum = avx._mm256_setzero_si256();
+            // The stored quants are value + 32: take 32 × Σ scale × sum off.
+            let off = avx2._mm256_madd_epi16(avx2._mm256_cvtepi8_epi16(scales), cast(*sums));
+            let mut sum =
+                avx2._mm256_sub_epi32(avx._mm256_setzero_si256(), avx2._mm256_slli_epi32::<5>(off));
+            let bytes = blk.as_chunks::<32>().0;
+            let y = y.as_chunks::<32>().0;
             for n in 0..2 {
-                let ql0 = load(&blk[64 * n..]);
-                let ql1 = load(&blk[64 * n + 32..]);
-                let qh = load(&blk[128 + 32 * n..]);
+                let ql0: __m256i = cast(bytes[2 * n]);
+                let ql1: __m256i = cast(bytes[2 * n + 1]);
+                let qh: __m256i = cast(bytes[4 + n]);
                 let and = |a, b| avx2._mm256_and_si256(a, b);
                 let or = |a, b| avx2._mm256_or_si256(a, b);
                 let q = [
@@ -417,26 +503,19 @@ mod avx2 {
                     ),
                 ];
                 for (g, q) in q.into_iter().enumerate() {
-                    let p = avx2._mm256_maddubs_epi16(q, load_i8(&y[128 * n + 32 * g..]));
-                    let s0 = scales[8 * n + 2 * g] as i8 as i16;
-                    let s1 = scales[8 * n + 2 * g + 1] as i8 as i16;
-                    let sv: __m256i = cast([
-                        s0, s0, s0, s0, s0, s0, s0, s0, s1, s1, s1, s1, s1, s1, s1, s1,
-                    ]);
+                    let p = avx2._mm256_maddubs_epi16(q, cast(y[4 * n + g]));
+                    let sv =
+                        avx2._mm256_cvtepi8_epi16(ssse3._mm_shuffle_epi8(scales, pairs[4 * n + g]));
                     sum = avx2._mm256_add_epi32(sum, avx2._mm256_madd_epi16(p, sv));
                 }
             }
-            let mut off = 0i32;
-            for (sub, &s) in sums.iter().enumerate() {
-                off += scales[sub] as i8 as i32 * s;
-            }
-            let dd = d * x.d[b];
-            accv =
-                simd.fma
-                    ._mm256_fmadd_ps(avx._mm256_cvtepi32_ps(sum), avx._mm256_set1_ps(dd), accv);
-            acc -= dd * (32 * off) as f32;
+            accv = simd.fma._mm256_fmadd_ps(
+                avx._mm256_cvtepi32_ps(sum),
+                avx._mm256_set1_ps(d * xd),
+                accv,
+            );
         }
-        hsum(accv) + acc
+        hsum(accv)
     }
 }
 
@@ -468,6 +547,9 @@ mod tests {
             6.1035156e-5,
             5.9604645e-8,
             -0.33325195,
+            -0.0,
+            f32::INFINITY,
+            f32::NEG_INFINITY,
         ] {
             let bits = candle_core::Tensor::new(&[v], &Device::Cpu)
                 .unwrap()
@@ -483,8 +565,9 @@ mod tests {
             )
             .unwrap();
             let raw = h.data().unwrap();
-            assert_eq!(f16_to_f32(raw[0], raw[1]), bits, "{v}");
+            assert_eq!(f16_to_f32(raw[0], raw[1]).to_bits(), bits.to_bits(), "{v}");
         }
+        assert!(f16_to_f32(0x01, 0x7e).is_nan());
     }
 
     #[test]
@@ -558,5 +641,48 @@ mod tests {
         assert!(matvec(GgmlDType::Q4K, &q.data().unwrap(), &zero, &mut short).is_err());
         assert!(matvec(GgmlDType::Q8_0, &q.data().unwrap(), &zero, &mut out).is_err());
         assert!(!supports(GgmlDType::Q8_0));
+    }
+}
+
+#[cfg(test)]
+mod speed {
+    use super::*;
+
+    /// Single-thread kernel throughput, in cache and from memory.
+    #[test]
+    #[ignore]
+    fn kernel_throughput() {
+        let cols = 1024;
+        for (dtype, bpb) in [(GgmlDType::Q4K, Q4K_BYTES), (GgmlDType::Q6K, Q6K_BYTES)] {
+            for rows in [1024usize, 131_072] {
+                let w: Vec<u8> = (0..rows * cols / QK * bpb)
+                    .map(|i| (i * 31 % 251) as u8)
+                    .collect();
+                // Keep the f16 scales finite: zero them.
+                let mut w = w;
+                for blk in w.chunks_exact_mut(bpb) {
+                    if bpb == Q4K_BYTES {
+                        blk[1] = 0x3c;
+                        blk[3] = 0x3c;
+                    } else {
+                        blk[209] = 0x3c;
+                    }
+                }
+                let x: Vec<f32> = (0..cols).map(|i| (i as f32 * 0.37).sin()).collect();
+                let xq = Q8Vec::new(&x);
+                let mut out = vec![0f32; rows];
+                let reps = (400_000_000 / w.len()).max(3);
+                let t = std::time::Instant::now();
+                for _ in 0..reps {
+                    matvec(dtype, &w, &xq, &mut out).unwrap();
+                }
+                let s = t.elapsed().as_secs_f64();
+                eprintln!(
+                    "{dtype:?} rows {rows}: {:.2} GB/s ({reps} reps, {:.3} ms each)",
+                    (w.len() * reps) as f64 / s / 1e9,
+                    s * 1e3 / reps as f64
+                );
+            }
+        }
     }
 }

@@ -65,11 +65,15 @@ pub(crate) fn enabled() -> bool {
 }
 
 /// Threads that share a product: the caller and its helpers.
+///
+/// Read once: candle's answer reads `/proc/cpuinfo` on every call.
 pub(crate) fn threads() -> usize {
-    candle_core::utils::get_num_threads().max(1)
+    static THREADS: OnceLock<usize> = OnceLock::new();
+    *THREADS.get_or_init(|| candle_core::utils::get_num_threads().max(1))
 }
 
-type Task = Box<dyn Fn() -> Result<Tensor> + Send + Sync>;
+/// One piece of a shared job.
+pub(crate) type Task = Box<dyn Fn() -> Result<Tensor> + Send + Sync>;
 
 struct Job {
     tasks: Vec<Task>,
@@ -147,7 +151,7 @@ fn team() -> &'static Team {
 }
 
 /// Runs `tasks` on the calling thread and the helpers; results in task order.
-fn run(tasks: Vec<Task>) -> Result<Vec<Tensor>> {
+pub(crate) fn run(tasks: Vec<Task>) -> Result<Vec<Tensor>> {
     let n = tasks.len();
     let job = Arc::new(Job {
         results: (0..n).map(|_| OnceLock::new()).collect(),
