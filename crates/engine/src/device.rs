@@ -673,20 +673,19 @@ pub fn recommend_llm(
 }
 
 /// [`recommend_llm`] with a KV cache of type `kv`, whose bytes the
-/// estimates and afforded contexts count; `None` counts a 16-bit cache.
+/// estimates and afforded contexts count; `None` counts each variant's
+/// default cache type.
 pub fn recommend_llm_with_kv(
     models_dir: &Path,
     pref: DevicePreference,
     context: u32,
     kv: Option<KvDtype>,
 ) -> Result<Recommendation, EngineError> {
-    let kv = kv.map_or(lectern_gpu::KvBytes::SIXTEEN_BIT, KvDtype::kv_bytes);
-    Ok(lectern_gpu::recommend_llm_with_kv(
-        &llm_candidates(models_dir),
-        llm_budget(pref)?,
-        context,
-        kv,
-    ))
+    let (candidates, budget) = (llm_candidates(models_dir), llm_budget(pref)?);
+    Ok(match kv {
+        Some(kv) => lectern_gpu::recommend_llm_with_kv(&candidates, budget, context, kv.kv_bytes()),
+        None => lectern_gpu::recommend_llm(&candidates, budget, context),
+    })
 }
 
 impl Engine {

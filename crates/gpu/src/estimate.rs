@@ -20,6 +20,12 @@ pub struct KvBytes {
 }
 
 impl KvBytes {
+    /// A 32-bit float cache.
+    pub const F32: Self = Self {
+        value_bytes: 4,
+        scale_bytes: 0,
+    };
+
     /// A 16-bit float cache (f16 or bf16).
     pub const SIXTEEN_BIT: Self = Self {
         value_bytes: 2,

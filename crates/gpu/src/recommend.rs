@@ -34,6 +34,17 @@ impl WeightFormat {
     /// Every format, most precise first.
     pub const ALL: [WeightFormat; 4] = [Self::F32, Self::Bf16, Self::Q8_0, Self::Q4KM];
 
+    /// The KV cache a load of these weights stores unless told otherwise:
+    /// 16 bits a value on a GPU (bf16 for bf16 weights, f16 for GGUF
+    /// files), f32 on a CPU, where the model computes in f32.
+    pub fn default_kv(self, cpu: bool) -> KvBytes {
+        if cpu {
+            KvBytes::F32
+        } else {
+            KvBytes::SIXTEEN_BIT
+        }
+    }
+
     /// Average bits per weight, including block scales.
     pub fn bits_per_weight(self) -> f64 {
         match self {
@@ -248,14 +259,15 @@ pub struct Recommendation {
 /// fits at the requested context, the variant that affords the longest
 /// context is chosen (the larger one on a tie), with that context.
 ///
-/// The KV cache is counted at 16 bits a value; see
-/// [`recommend_llm_with_kv`] for other cache types.
+/// Each variant's KV cache is counted in the type a load of it stores by
+/// default ([`WeightFormat::default_kv`]); see [`recommend_llm_with_kv`]
+/// for a chosen cache type.
 pub fn recommend_llm(
     candidates: &[LlmCandidate],
     budget: MemoryBudget,
     context: u32,
 ) -> Recommendation {
-    recommend_llm_with_kv(candidates, budget, context, KvBytes::SIXTEEN_BIT)
+    recommend(candidates, budget, context, None)
 }
 
 /// [`recommend_llm`] with the KV cache stored as `kv` says: estimates,
@@ -266,11 +278,21 @@ pub fn recommend_llm_with_kv(
     context: u32,
     kv: KvBytes,
 ) -> Recommendation {
+    recommend(candidates, budget, context, Some(kv))
+}
+
+fn recommend(
+    candidates: &[LlmCandidate],
+    budget: MemoryBudget,
+    context: u32,
+    chosen_kv: Option<KvBytes>,
+) -> Recommendation {
     let cpu = matches!(budget, MemoryBudget::Cpu { .. });
     let mut variants: Vec<VariantFit> = candidates
         .iter()
         .flat_map(|c| {
             c.formats.iter().map(move |&format| {
+                let kv = chosen_kv.unwrap_or(format.default_kv(cpu));
                 let parameters = c.shape.parameters();
                 let context = context.min(c.shape.max_context);
                 let estimate = c.shape.footprint_with_kv(format, context, kv).estimate();
@@ -403,6 +425,30 @@ mod tests {
         assert!((params[0] - 0.60).abs() < 0.03, "{params:?}");
         assert!((params[1] - 1.72).abs() < 0.03, "{params:?}");
         assert!((params[2] - 4.02).abs() < 0.03, "{params:?}");
+    }
+
+    #[test]
+    fn default_caches_are_counted_per_device() {
+        let r = |budget| recommend_llm(&family(), budget, 8192);
+        let gpu = r(MemoryBudget::Gpu { bytes: 64 * GIB });
+        let cpu = r(MemoryBudget::Cpu { bytes: 64 * GIB });
+        let kv = |rec: &Recommendation| {
+            let v = rec
+                .variants
+                .iter()
+                .find(|v| v.model == "qwen3-0.6b" && v.format == WeightFormat::Q4KM)
+                .unwrap();
+            v.estimate.kv_cache
+        };
+        // The CPU computes, and caches, in f32: twice a GPU's 16 bits.
+        assert_eq!(kv(&cpu), 2 * kv(&gpu));
+        let chosen = recommend_llm_with_kv(
+            &family(),
+            MemoryBudget::Cpu { bytes: 64 * GIB },
+            8192,
+            KvBytes::SIXTEEN_BIT,
+        );
+        assert_eq!(kv(&chosen), kv(&gpu));
     }
 
     #[test]

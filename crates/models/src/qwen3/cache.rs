@@ -272,6 +272,17 @@ impl KvCache {
         self.kind
     }
 
+    /// The dtype it stores, when that is a float type attention can read
+    /// as it is.
+    pub(crate) fn float_dtype(&self) -> Option<DType> {
+        match self.kind {
+            KvDtype::F32 => Some(DType::F32),
+            KvDtype::F16 => Some(DType::F16),
+            KvDtype::Bf16 => Some(DType::BF16),
+            KvDtype::Q8 => None,
+        }
+    }
+
     /// Forgets everything past the first `len` tokens.
     pub(crate) fn truncate(&mut self, len: usize) {
         self.len = self.len.min(len);

@@ -46,7 +46,9 @@ pub struct Qwen3Options {
     pub dtype: Option<DType>,
     /// Storage type of the key/value cache; `None` stores it in the
     /// activation dtype ([`Qwen3Options::activation_dtype`]: bf16 for
-    /// safetensors on a GPU, f32 otherwise).
+    /// safetensors on a GPU, f32 otherwise), except that f32 activations on
+    /// a GPU (GGUF files) keep an f16 cache: half the memory, and attention
+    /// then runs in f16 over it.
     pub kv_dtype: Option<KvDtype>,
 }
 
@@ -72,7 +74,8 @@ impl Qwen3Options {
     /// The KV cache type such a load stores: `kv_dtype`, or the one of
     /// the activation dtype.
     pub fn cache_type(&self, format: LlmFormat, cpu: bool) -> Result<KvDtype, ModelError> {
-        kv_dtype_for(self.kv_dtype, self.activation_dtype(format, cpu)).map_err(ModelError::Device)
+        kv_dtype_for(self.kv_dtype, self.activation_dtype(format, cpu), cpu)
+            .map_err(ModelError::Device)
     }
 }
 
@@ -247,10 +250,12 @@ fn gguf_config(path: &Path, content: &gguf_file::Content) -> Result<Qwen3Config,
     Ok(cfg)
 }
 
-/// The cache type `requested`, or the one matching the activation dtype.
-fn kv_dtype_for(requested: Option<KvDtype>, dtype: DType) -> Result<KvDtype, String> {
+/// The cache type `requested`, or the one matching the activation dtype
+/// (16 bits for f32 activations on a GPU).
+fn kv_dtype_for(requested: Option<KvDtype>, dtype: DType, cpu: bool) -> Result<KvDtype, String> {
     match requested {
         Some(kind) => Ok(kind),
+        None if !cpu && dtype == DType::F32 => Ok(KvDtype::F16),
         None => KvDtype::from_dtype(dtype).ok_or_else(|| {
             format!(
                 "no KV cache type matches activations in {dtype:?}; choose f32, f16, bf16 or q8"
@@ -336,7 +341,8 @@ impl Qwen3 {
     ) -> Result<Self, ModelError> {
         let err = |e: candle_core::Error| invalid(path, e);
         let dtype = w.dtype();
-        let kv_dtype = kv_dtype_for(opts.kv_dtype, dtype).map_err(ModelError::Device)?;
+        let kv_dtype =
+            kv_dtype_for(opts.kv_dtype, dtype, device.is_cpu()).map_err(ModelError::Device)?;
         let h = cfg.hidden_size;
         let qd = cfg.num_attention_heads * cfg.head_dim;
         let kvd = cfg.num_key_value_heads * cfg.head_dim;
@@ -593,12 +599,20 @@ impl Qwen3 {
             let x = (x + l.o.forward(&attn)?)?;
             return self.mlp(l, x);
         }
-        let (k, v) = self.cache.append(i, &k, &v, self.dtype)?;
+        // On a GPU a float cache is attended in its own type, so that the
+        // held context is never converted; on the CPU in the activations'.
+        let att = match self.cache.float_dtype() {
+            Some(dtype) if !self.device.is_cpu() => dtype,
+            _ => self.dtype,
+        };
+        let (k, v) = self.cache.append(i, &k, &v, att)?;
         let total = k.dim(2)?;
 
         // Grouped-query attention without copying keys: the query heads that
         // share a key/value head are stacked along the row axis.
-        let q = (q * scale)?.reshape((1, nkv, group * n, hd))?;
+        let q = (q * scale)?
+            .to_dtype(att)?
+            .reshape((1, nkv, group * n, hd))?;
         let scores = q.matmul(&k.t()?)?.to_dtype(DType::F32)?;
         let scores = match mask {
             Some(mask) => scores
@@ -607,9 +621,10 @@ impl Qwen3 {
                 .reshape((1, nkv, group * n, total))?,
             None => scores,
         };
-        let probs = candle_nn::ops::softmax_last_dim(&scores)?.to_dtype(self.dtype)?;
+        let probs = candle_nn::ops::softmax_last_dim(&scores)?.to_dtype(att)?;
         let attn = probs
             .matmul(&v)?
+            .to_dtype(self.dtype)?
             .reshape((1, nh, n, hd))?
             .transpose(1, 2)?
             .reshape((1, n, nh * hd))?;
@@ -664,4 +679,27 @@ fn causal_mask(n: usize, start: usize, device: &Device) -> candle_core::Result<T
     let blocked = Tensor::new(f32::NEG_INFINITY, device)?.broadcast_as((n, total))?;
     let open = Tensor::zeros((n, total), DType::F32, device)?;
     hidden.where_cond(&blocked, &open)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_cache_types_follow_the_device_and_format() {
+        let opts = Qwen3Options::new(1024);
+        let kind = |format, cpu| opts.cache_type(format, cpu).unwrap();
+        assert_eq!(kind(LlmFormat::Gguf, true), KvDtype::F32);
+        assert_eq!(kind(LlmFormat::Safetensors, true), KvDtype::F32);
+        assert_eq!(kind(LlmFormat::Gguf, false), KvDtype::F16);
+        assert_eq!(kind(LlmFormat::Safetensors, false), KvDtype::Bf16);
+        let chosen = Qwen3Options {
+            kv_dtype: Some(KvDtype::Q8),
+            ..opts
+        };
+        assert_eq!(
+            chosen.cache_type(LlmFormat::Gguf, false).unwrap(),
+            KvDtype::Q8
+        );
+    }
 }
