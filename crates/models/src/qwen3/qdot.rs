@@ -326,13 +326,16 @@ mod avx2 {
         fn with_simd<S: pulp::Simd>(self, _simd: S) {
             let simd = self.simd;
             let rows = self.out.iter_mut().zip(self.w.chunks_exact(self.row_bytes));
+            // Shuffle controls, built once per product.
+            let words: [__m256i; 8] = WORDS.map(cast);
+            let pairs: [__m128i; 8] = PAIRS.map(cast);
             if self.q6k {
                 for (o, row) in rows {
-                    *o = dot_q6k(simd, row, self.x);
+                    *o = dot_q6k(simd, row, self.x, &pairs);
                 }
             } else {
                 for (o, row) in rows {
-                    *o = dot_q4k(simd, row, self.x);
+                    *o = dot_q4k(simd, row, self.x, &words);
                 }
             }
         }
@@ -419,10 +422,9 @@ mod avx2 {
     }
 
     #[inline(always)]
-    fn dot_q4k(simd: V3, row: &[u8], x: &Q8Vec) -> f32 {
+    fn dot_q4k(simd: V3, row: &[u8], x: &Q8Vec, words: &[__m256i; 8]) -> f32 {
         let (sse, sse2, sse4, avx, avx2) = (simd.sse, simd.sse2, simd.sse4_1, simd.avx, simd.avx2);
         let m4 = avx._mm256_set1_epi8(0x0f);
-        let words: [__m256i; 8] = WORDS.map(cast);
         let mut accv = avx._mm256_setzero_ps();
         let mut accm = sse._mm_setzero_ps();
         let blocks = row.as_chunks::<Q4K_BYTES>().0;
@@ -469,11 +471,10 @@ mod avx2 {
     }
 
     #[inline(always)]
-    fn dot_q6k(simd: V3, row: &[u8], x: &Q8Vec) -> f32 {
+    fn dot_q6k(simd: V3, row: &[u8], x: &Q8Vec, pairs: &[__m128i; 8]) -> f32 {
         let (ssse3, avx, avx2) = (simd.ssse3, simd.avx, simd.avx2);
         let m4 = avx._mm256_set1_epi8(0x0f);
         let m30 = avx._mm256_set1_epi8(0x30);
-        let pairs: [__m128i; 8] = PAIRS.map(cast);
         let mut accv = avx._mm256_setzero_ps();
         let blocks = row.as_chunks::<Q6K_BYTES>().0;
         let ys = x.qs.as_chunks::<QK>().0;
