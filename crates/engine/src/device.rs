@@ -997,8 +997,8 @@ mod tests {
             gguf.weights_bytes,
             std::fs::metadata(&gguf_path).unwrap().len()
         );
-        // A GGUF file runs in f32 on a GPU, its cache too.
-        assert_eq!(gguf.kv_bytes_per_token(), 2 * folder.kv_bytes_per_token());
+        // A GGUF file computes in f32 on a GPU but keeps a 16-bit cache.
+        assert_eq!(gguf.kv_bytes_per_token(), folder.kv_bytes_per_token());
         // A chosen type counts its own bytes: 16 + 4 per 8-bit vector.
         for (kind, per_token) in [
             (KvDtype::F32, 512),

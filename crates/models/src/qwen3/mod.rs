@@ -113,6 +113,23 @@ impl Proj {
         }
     }
 
+    /// Runs a two-token product once so that candle lays out the tiles
+    /// its CPU kernels use for several tokens now, as part of the load,
+    /// rather than in the first prompt's prefill. Does nothing for
+    /// matrices that are not quantized on the CPU.
+    fn prepare_prefill(&self) -> candle_core::Result<()> {
+        let linear = match self {
+            Self::Whole(l) => l,
+            Self::Split(s) => s.linear(),
+        };
+        let Some(q) = linear.quantized().filter(|q| q.device().is_cpu()) else {
+            return Ok(());
+        };
+        let cols = q.shape().dims2()?.1;
+        let x = Tensor::zeros((1, 2, cols), DType::F32, &Device::Cpu)?;
+        linear.forward(&x).map(drop)
+    }
+
     /// Several matrices applied to the same `x`, as one job where possible.
     fn forward_many(ws: &[&Proj], x: &Tensor) -> candle_core::Result<Vec<Tensor>> {
         let split: Vec<&RowSplit> = ws
@@ -359,8 +376,11 @@ impl Qwen3 {
             ));
         }
         let split = device.is_cpu() && split::enabled();
+        // Layer matrices also run prefill, whose CPU tiles are made now.
         let proj = |w: &mut WeightSource, part: Part, shape: (usize, usize)| {
-            Proj::new(w.linear(part, shape).map_err(err)?, split).map_err(err)
+            let p = Proj::new(w.linear(part, shape).map_err(err)?, split).map_err(err)?;
+            p.prepare_prefill().map_err(err)?;
+            Ok::<_, ModelError>(p)
         };
         let mut layers = Vec::with_capacity(cfg.num_hidden_layers);
         for i in 0..cfg.num_hidden_layers {

@@ -237,6 +237,11 @@ impl RowSplit {
         }))
     }
 
+    /// The whole matrix.
+    pub(crate) fn linear(&self) -> &Linear {
+        &self.linear
+    }
+
     /// Tasks for `x W^T` over blocks of tokens (`x` `(.., n, cols)`, f32,
     /// contiguous, `n` along `dim`); returns how many.
     fn token_tasks(&self, x: &Tensor, dim: usize, out: &mut Vec<Task>) -> Result<usize> {
