@@ -121,6 +121,7 @@ pub async fn ask(
                     AskEvent::Token { text } => AnswerUpdate::Token { text },
                     AskEvent::Thinking { .. } if stop.load(Ordering::Relaxed) => return,
                     AskEvent::Thinking { text } => AnswerUpdate::Thinking { text },
+                    AskEvent::Restarted { reason } => AnswerUpdate::Restarted { reason },
                     _ => return,
                 };
                 if on_event.send(update).is_err() {

@@ -303,6 +303,10 @@ pub enum AnswerUpdate {
     /// A piece of the model's reasoning before the answer.
     #[serde(rename_all = "camelCase")]
     Thinking { text: String },
+    /// The answer starts over on another device: discard the text and
+    /// reasoning shown so far; what follows is the whole answer.
+    #[serde(rename_all = "camelCase")]
+    Restarted { reason: String },
 }
 
 #[derive(Debug, Clone, Serialize, specta::Type)]

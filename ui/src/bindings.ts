@@ -141,7 +141,12 @@ export type AnswerUpdate =
 /**  A piece of the answer. */
 { kind: "token"; text: string } | 
 /**  A piece of the model's reasoning before the answer. */
-{ kind: "thinking"; text: string };
+{ kind: "thinking"; text: string } | 
+/**
+ *  The answer starts over on another device: discard the text and
+ *  reasoning shown so far; what follows is the whole answer.
+ */
+{ kind: "restarted"; reason: string };
 
 export type AnswerView = {
 	answer: string,

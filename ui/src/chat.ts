@@ -428,6 +428,17 @@ async function runAsk(question: string, mode: SearchMode): Promise<void> {
         parts.status.textContent = "Thinking…";
         renderThinking(parts, thought, false);
         break;
+      case "restarted":
+        // The answer starts over on another device: what was shown is void.
+        buffer = "";
+        thought = "";
+        tokens = 0;
+        window.clearTimeout(pending);
+        pending = 0;
+        renderThinking(parts, thought, false);
+        renderAnswerText(parts, buffer, retrieved);
+        parts.status.textContent = `Starting the answer again: ${event.reason}`;
+        break;
       case "token":
         buffer += event.text;
         tokens += 1;

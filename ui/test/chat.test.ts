@@ -234,6 +234,42 @@ describe("chat", () => {
     expect(window.localStorage.getItem("lectern.think")).toBe("1");
   });
 
+  it("clears the text shown so far when the answer starts again on another device", async () => {
+    let restart: (() => void) | null = null;
+    let finish: (() => void) | null = null;
+    fakeBackend({
+      create_conversation: () => conversation,
+      list_conversations: () => [{ ...conversation, messages: 2 }],
+      ask: (args) =>
+        new Promise((resolve) => {
+          send(args.onEvent, { kind: "sources", sources, promptTokens: 321 });
+          send(args.onEvent, { kind: "thinking", text: "Half a thought" });
+          for (const t of ["Steam ", "rises"]) send(args.onEvent, { kind: "token", text: t });
+          restart = () => send(args.onEvent, { kind: "restarted", reason: "the GPU model worker stopped" });
+          finish = () => {
+            send(args.onEvent, { kind: "token", text: "Water boils " });
+            resolve(response("Water boils at 100 °C [1]."));
+          };
+        }),
+    });
+    await import("../src/chat");
+    await ask("When does water boil?");
+    await settle(50);
+    const turn = document.querySelector(".turn")!;
+    expect(turn.querySelector(".answer-text")?.textContent).toContain("Steam rises");
+
+    restart!();
+    // Before the new answer arrives: the void text is gone, the reason shown.
+    expect(turn.querySelector(".answer-text")?.textContent ?? "").not.toContain("Steam");
+    expect(turn.querySelector<HTMLDetailsElement>(".thinking")?.hidden).toBe(true);
+    expect(turn.querySelector(".answer-status")?.textContent).toBe("Starting the answer again: the GPU model worker stopped");
+    finish!();
+    await settle(50);
+    const answer = turn.querySelector(".answer-text")?.textContent ?? "";
+    expect(answer).toContain("Water boils at 100 °C");
+    expect(answer).not.toContain("Steam");
+  });
+
   it("shows no reasoning block for answers without one", async () => {
     fakeBackend({
       create_conversation: () => conversation,

@@ -581,6 +581,20 @@ fn print_hits(hits: &[SearchHit]) {
     }
 }
 
+/// The model worker as this command sees it: whether an engine opened
+/// with `cfg` would use it and why (starting it briefly when that is
+/// needed to decide), and what it said about itself.
+async fn worker_report(
+    cfg: &EngineConfig,
+    gpu: &lectern_engine::GpuStatus,
+) -> Result<lectern_engine::WorkerReport> {
+    let (cfg, gpu) = (cfg.clone(), gpu.clone());
+    Ok(
+        tokio::task::spawn_blocking(move || lectern_engine::worker_policy::report_for(&cfg, &gpu))
+            .await?,
+    )
+}
+
 /// Prints GPU readings every `interval` and events as they happen, until
 /// interrupted or `count` readings have been printed.
 async fn gpu_watch(
@@ -729,10 +743,14 @@ async fn run() -> Result<()> {
         } => {
             let cfg = config(&cli)?;
             let report = lectern_engine::gpu_report(cfg.device)?;
+            let worker = worker_report(&cfg, &report.status).await?;
             if *json {
-                println!("{}", serde_json::to_string_pretty(&report)?);
+                let mut value = serde_json::to_value(&report)?;
+                value["worker"] = serde_json::to_value(&worker)?;
+                println!("{}", serde_json::to_string_pretty(&value)?);
             } else {
                 print!("{}", report.render_text());
+                print!("{}", worker.render_text());
             }
         }
         Command::Gpu {
@@ -768,10 +786,14 @@ async fn run() -> Result<()> {
         Command::Doctor { json } => {
             let cfg = config(&cli)?;
             let report = lectern_engine::doctor(&cfg).await;
+            let worker = worker_report(&cfg, &report.gpu).await?;
             if *json {
-                println!("{}", serde_json::to_string_pretty(&report)?);
+                let mut value = serde_json::to_value(&report)?;
+                value["worker"] = serde_json::to_value(&worker)?;
+                println!("{}", serde_json::to_string_pretty(&value)?);
             } else {
                 print!("{}", report.render_text());
+                print!("{}", worker.render_text());
             }
         }
         Command::Ingest { paths, again, json } => {
@@ -872,6 +894,12 @@ async fn run() -> Result<()> {
                     let mut err = std::io::stderr().lock();
                     let _ = err.write_all(text.as_bytes());
                     let _ = err.flush();
+                }
+                AskEvent::Restarted { reason } if stream => {
+                    // What was printed cannot be taken back: mark where the
+                    // whole answer starts again.
+                    let _ = std::io::stdout().lock().flush();
+                    eprintln!("\n[{reason}; the answer starts again]");
                 }
                 _ => {}
             });

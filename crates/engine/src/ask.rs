@@ -1,16 +1,23 @@
 //! The ask pipeline: retrieve, pack numbered sources into the prompt
 //! budget, generate, and list what the answer cites.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
+use lectern_gpu::{DeviceKind, GpuEvent, RecoveryStep};
 use lectern_index::{SearchHit, SearchMode};
-use lectern_models::{ChatMessage, Embedder, GenerationParams, GenerationStats, Llm, Piece, Role};
+use lectern_models::{
+    ChatMessage, Embedder, GenerationParams, GenerationStats, KvDtype, Llm, Piece, Role, StopReason,
+};
 use serde::{Deserialize, Serialize};
 
+use crate::device::{GpuSide, LlmSlot};
 use crate::quote_check::{self, CitationCheck, Support};
+use crate::worker::{
+    FinishReason, LlmSpec, PromptMessage, WorkerError, WorkerPiece, WorkerSupervisor,
+};
 use crate::{Engine, EngineError, SearchRequest};
 
 /// A question for the documents.
@@ -131,6 +138,15 @@ pub enum AskEvent {
     Checked {
         /// The checks, in answer order.
         checks: Vec<CitationCheck>,
+    },
+    /// The text and reasoning streamed so far are discarded: generation
+    /// starts again from the beginning on the CPU, in this process,
+    /// because the model worker was lost (or failed) mid-answer. Front
+    /// ends clear what they show; the tokens that follow are the whole
+    /// answer, with the same sources.
+    Restarted {
+        /// Why, phrased for a person.
+        reason: String,
     },
 }
 
@@ -332,22 +348,21 @@ pub(crate) fn cited_numbers(text: &str) -> Vec<usize> {
     quote_check::cited_numbers(text)
 }
 
-/// Packs as many hits as fit into `budget` prompt tokens (counted with
-/// `count`, including the chat template's overhead) and returns the rendered
-/// prompt, its token count and the hits used.
+/// Renders a conversation with a chat template and counts its tokens.
+type Render<'a> = dyn FnMut(&[ChatMessage]) -> Result<(String, usize), EngineError> + 'a;
+
+/// Packs as many hits as fit into `budget` prompt tokens (counted by
+/// `render`, which renders the conversation with the chat template and
+/// counts its tokens) and returns the rendered prompt, its token count and
+/// the hits used.
 fn pack_prompt(
-    llm: &Llm,
+    render: &mut Render<'_>,
     question: &str,
     hits: &[SearchHit],
     budget: usize,
-    thinking: bool,
 ) -> Result<(String, usize, usize), EngineError> {
-    let render = |blocks: &[String]| -> Result<String, EngineError> {
-        Ok(llm.render_chat_with(&ask_messages(question, blocks), thinking)?)
-    };
     let mut blocks: Vec<String> = Vec::new();
-    let mut prompt = render(&blocks)?;
-    let mut tokens = llm.count_tokens(&prompt)?;
+    let (mut prompt, mut tokens) = render(&ask_messages(question, &blocks))?;
     if tokens > budget {
         return Err(EngineError::InvalidInput(format!(
             "the question alone takes {tokens} tokens, more than the {budget} the model can take"
@@ -355,8 +370,7 @@ fn pack_prompt(
     }
     for (i, hit) in hits.iter().enumerate() {
         blocks.push(hit_block(i + 1, hit));
-        let candidate = render(&blocks)?;
-        let t = llm.count_tokens(&candidate)?;
+        let (candidate, t) = render(&ask_messages(question, &blocks))?;
         if t > budget {
             blocks.pop();
             break;
@@ -366,6 +380,286 @@ fn pack_prompt(
     }
     let used = blocks.len();
     Ok((prompt, tokens, used))
+}
+
+/// Renders with an in-process model and counts the tokens.
+fn render_in_process(
+    llm: &Llm,
+    thinking: bool,
+) -> impl FnMut(&[ChatMessage]) -> Result<(String, usize), EngineError> + '_ {
+    move |messages| {
+        let prompt = llm.render_chat_with(messages, thinking)?;
+        let tokens = llm.count_tokens(&prompt)?;
+        Ok((prompt, tokens))
+    }
+}
+
+/// A packed prompt: its text, tokens, the hits it holds and the budget it
+/// was packed for.
+#[derive(Clone)]
+struct Packed {
+    prompt: String,
+    tokens: usize,
+    used: usize,
+    budget: usize,
+}
+
+/// What generation produced, wherever it ran.
+struct Generated {
+    packed: Packed,
+    load_ms: f64,
+    prompt_ms: f64,
+    /// From the request to the start of generation, in milliseconds.
+    generation_started: f64,
+    stats: GenerationStats,
+}
+
+/// Everything generation needs besides the model.
+struct GenerateJob<'a> {
+    req: &'a AskRequest,
+    hits: &'a [SearchHit],
+    started: Instant,
+    cancel: &'a AtomicBool,
+    on_event: &'a (dyn Fn(AskEvent) + Send + Sync),
+}
+
+impl GenerateJob<'_> {
+    fn on_piece(&self, piece: Piece<'_>) -> bool {
+        (self.on_event)(match piece {
+            Piece::Answer(text) => AskEvent::Token {
+                text: text.to_string(),
+            },
+            Piece::Thinking(text) => AskEvent::Thinking {
+                text: text.to_string(),
+            },
+        });
+        !self.cancel.load(Ordering::Relaxed)
+    }
+
+    /// Sends [`AskEvent::Sources`] for the first `used` hits.
+    fn announce(&self, packed: &Packed) {
+        (self.on_event)(AskEvent::Sources {
+            sources: source_refs(self.hits, packed.used),
+            prompt_tokens: packed.tokens,
+        });
+    }
+}
+
+/// The numbered sources for the first `used` hits.
+fn source_refs(hits: &[SearchHit], used: usize) -> Vec<SourceRef> {
+    hits[..used]
+        .iter()
+        .enumerate()
+        .map(|(i, h)| SourceRef {
+            n: i + 1,
+            title: h.chunk.title.clone(),
+            path: h.chunk.path.clone(),
+            page: h.chunk.page,
+            chunk_id: h.chunk.chunk_id.clone(),
+            char_start: h.chunk.char_start,
+            char_end: h.chunk.char_end,
+            location: h.chunk.location.clone(),
+            heading_path: h.chunk.heading_path.clone(),
+            text: h.chunk.text.clone(),
+            score: h.score,
+            bm25_rank: h.bm25_rank,
+            bm25_score: h.bm25_score,
+            dense_rank: h.dense_rank,
+            dense_distance: h.dense_distance,
+            rerank_score: h.rerank_score,
+            cited: false,
+        })
+        .collect()
+}
+
+/// Generates in this process: loads the model into `slot` when it holds
+/// another (on the CPU when `cpu`, else where the GPU manager admits it),
+/// packs the prompt unless `packed` is given (it then was announced
+/// already), and streams the answer.
+#[allow(clippy::too_many_arguments)]
+fn generate_in_process(
+    job: &GenerateJob<'_>,
+    slot: &LlmSlot,
+    gpu: &GpuSide,
+    model_path: &Path,
+    max_context: usize,
+    kv_dtype: Option<KvDtype>,
+    cpu: bool,
+    packed: Option<Packed>,
+) -> Result<Generated, EngineError> {
+    let mut guard = slot
+        .lock()
+        .map_err(|_| EngineError::Internal("language model lock poisoned".into()))?;
+    let load_started = Instant::now();
+    if guard
+        .as_ref()
+        .map(|m| m.path() != model_path)
+        .unwrap_or(true)
+    {
+        *guard = None;
+        let device = if cpu {
+            DeviceKind::Cpu
+        } else {
+            gpu.admit_llm(model_path, max_context, kv_dtype, slot)?
+        };
+        let dev = lectern_models::candle_device(&device)?;
+        tracing::info!(model = %model_path.display(), %device, "loading language model");
+        let opts = lectern_models::Qwen3Options {
+            kv_dtype,
+            ..lectern_models::Qwen3Options::new(max_context)
+        };
+        *guard = Some(Llm::load_with(model_path, &dev, opts)?);
+        if !cpu {
+            gpu.llm_loaded();
+        }
+    }
+    let load_ms = ms_since(load_started);
+    let _in_use = (!cpu).then(|| gpu.llm_in_use());
+    let llm = guard
+        .as_mut()
+        .ok_or_else(|| EngineError::Internal("language model missing".into()))?;
+    let prompt_started = Instant::now();
+    let packed = match packed {
+        Some(packed) => packed,
+        None => {
+            let budget = llm
+                .context_length()
+                .saturating_sub(job.req.generation.max_tokens);
+            let (prompt, tokens, used) = pack_prompt(
+                &mut render_in_process(llm, job.req.generation.enable_thinking),
+                &job.req.question,
+                job.hits,
+                budget,
+            )?;
+            let packed = Packed {
+                prompt,
+                tokens,
+                used,
+                budget,
+            };
+            job.announce(&packed);
+            packed
+        }
+    };
+    let prompt_ms = ms_since(prompt_started);
+    let generation_started = ms_since(job.started);
+    let stats = llm.generate_pieces(&packed.prompt, &job.req.generation, &mut |piece| {
+        job.on_piece(piece)
+    })?;
+    Ok(Generated {
+        packed,
+        load_ms,
+        prompt_ms,
+        generation_started,
+        stats,
+    })
+}
+
+/// After the worker failed an answer: the model it may still hold is
+/// unloaded (a lost worker holds none) and its reservation dropped.
+fn release_worker_llm(gpu: &GpuSide, worker: &WorkerSupervisor) {
+    if let Err(error) = worker.unload_llm() {
+        tracing::warn!(%error, "the model worker did not unload its language model");
+    }
+    gpu.release_llm();
+}
+
+/// How far an answer got in the model worker before it failed.
+enum WorkerFailure {
+    /// Before any source was announced: the whole answer can run
+    /// elsewhere as if the worker had never been asked.
+    BeforeAnswer(String),
+    /// During generation: the prompt was announced and pieces may have
+    /// been streamed; the answer restarts.
+    MidAnswer(Packed, String),
+    /// Not the worker's fault (the question does not fit the model, for
+    /// one): the answer fails as it would in process.
+    Engine(EngineError),
+}
+
+/// Generates in the model worker: loads the model there (with the GPU
+/// manager's reservation), packs the prompt with the worker's template
+/// and tokenizer, and relays the streamed pieces.
+fn generate_in_worker(
+    job: &GenerateJob<'_>,
+    worker: &WorkerSupervisor,
+    gpu: &GpuSide,
+    spec: &LlmSpec,
+    admitted: bool,
+) -> Result<Generated, WorkerFailure> {
+    let before = |e: WorkerError| WorkerFailure::BeforeAnswer(e.to_string());
+    let load_started = Instant::now();
+    let loaded = worker.load_llm(spec).map_err(before)?;
+    if admitted {
+        gpu.llm_loaded();
+    }
+    let load_ms = ms_since(load_started);
+    let _in_use = gpu.llm_in_use();
+    let prompt_started = Instant::now();
+    let thinking = job.req.generation.enable_thinking;
+    let mut render = |messages: &[ChatMessage]| -> Result<(String, usize), EngineError> {
+        let messages: Vec<PromptMessage> = messages
+            .iter()
+            .map(|m| PromptMessage {
+                role: match m.role {
+                    Role::System => "system",
+                    Role::User => "user",
+                    Role::Assistant => "assistant",
+                }
+                .to_owned(),
+                content: m.content.clone(),
+            })
+            .collect();
+        Ok(worker.render_prompt(spec, &messages, thinking)?)
+    };
+    let budget = loaded.context.saturating_sub(job.req.generation.max_tokens);
+    let (prompt, tokens, used) = match pack_prompt(&mut render, &job.req.question, job.hits, budget)
+    {
+        Ok(packed) => packed,
+        Err(EngineError::Worker(e)) => return Err(before(e)),
+        Err(e) => return Err(WorkerFailure::Engine(e)),
+    };
+    let packed = Packed {
+        prompt,
+        tokens,
+        used,
+        budget,
+    };
+    let prompt_ms = ms_since(prompt_started);
+    job.announce(&packed);
+    let generation_started = ms_since(job.started);
+    let params = serde_json::to_value(&job.req.generation)
+        .map_err(|e| WorkerFailure::MidAnswer(packed.clone(), e.to_string()))?;
+    let generation = worker
+        .generate(spec, &packed.prompt, params, job.cancel, &mut |piece| {
+            job.on_piece(match piece {
+                WorkerPiece::Answer(text) => Piece::Answer(text),
+                WorkerPiece::Thinking(text) => Piece::Thinking(text),
+            })
+        })
+        .map_err(|e| WorkerFailure::MidAnswer(packed.clone(), e.to_string()))?;
+    let stats = GenerationStats {
+        text: generation.text,
+        thinking: generation.thinking,
+        prompt_tokens: generation.prompt_tokens,
+        reused_prompt_tokens: generation.reused_prompt_tokens,
+        generated_tokens: generation.generated_tokens,
+        prefill_ms: generation.prefill_ms,
+        decode_ms: generation.decode_ms,
+        stop_reason: match generation.reason {
+            FinishReason::EndOfTurn => StopReason::EndOfTurn,
+            FinishReason::MaxTokens => StopReason::MaxTokens,
+            FinishReason::StopString => StopReason::StopString,
+            FinishReason::Cancelled => StopReason::Cancelled,
+        },
+    };
+    Ok(Generated {
+        packed,
+        load_ms,
+        prompt_ms,
+        generation_started,
+        stats,
+    })
 }
 
 /// Runs the quote check, adding embedding similarity when the embedder
@@ -465,6 +759,13 @@ fn citations(sources: &[SourceRef], hits: &[SearchHit], checks: &[CitationCheck]
     out
 }
 
+/// The model's file or folder name, for events.
+fn model_label(path: &Path) -> String {
+    path.file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| path.display().to_string())
+}
+
 fn ms_since(t: Instant) -> f64 {
     t.elapsed().as_secs_f64() * 1e3
 }
@@ -529,84 +830,89 @@ impl Engine {
         let kv_dtype = self.config.kv_dtype;
         tokio::task::spawn_blocking(move || {
             let _active = gpu.active();
-            let mut guard = slot
-                .lock()
-                .map_err(|_| EngineError::Internal("language model lock poisoned".into()))?;
-            let load_started = Instant::now();
-            if guard
-                .as_ref()
-                .map(|m| m.path() != model_path)
-                .unwrap_or(true)
-            {
-                *guard = None;
-                let device = gpu.admit_llm(&model_path, max_context, kv_dtype, &slot)?;
-                let dev = lectern_models::candle_device(&device)?;
-                tracing::info!(model = %model_path.display(), %device, "loading language model");
-                let opts = lectern_models::Qwen3Options {
-                    kv_dtype,
-                    ..lectern_models::Qwen3Options::new(max_context)
-                };
-                *guard = Some(Llm::load_with(&model_path, &dev, opts)?);
-                gpu.llm_loaded();
-            }
-            let load_ms = ms_since(load_started);
-            let _in_use = gpu.llm_in_use();
-            let llm = guard
-                .as_mut()
-                .ok_or_else(|| EngineError::Internal("language model missing".into()))?;
-            let prompt_started = Instant::now();
-            let budget = llm
-                .context_length()
-                .saturating_sub(req.generation.max_tokens);
-            let (prompt, prompt_tokens, used) = pack_prompt(
-                llm,
-                &req.question,
-                &hits,
-                budget,
-                req.generation.enable_thinking,
-            )?;
-            let prompt_ms = ms_since(prompt_started);
-            let mut sources: Vec<SourceRef> = hits[..used]
-                .iter()
-                .enumerate()
-                .map(|(i, h)| SourceRef {
-                    n: i + 1,
-                    title: h.chunk.title.clone(),
-                    path: h.chunk.path.clone(),
-                    page: h.chunk.page,
-                    chunk_id: h.chunk.chunk_id.clone(),
-                    char_start: h.chunk.char_start,
-                    char_end: h.chunk.char_end,
-                    location: h.chunk.location.clone(),
-                    heading_path: h.chunk.heading_path.clone(),
-                    text: h.chunk.text.clone(),
-                    score: h.score,
-                    bm25_rank: h.bm25_rank,
-                    bm25_score: h.bm25_score,
-                    dense_rank: h.dense_rank,
-                    dense_distance: h.dense_distance,
-                    rerank_score: h.rerank_score,
-                    cited: false,
-                })
-                .collect();
-            on_event(AskEvent::Sources {
-                sources: sources.clone(),
-                prompt_tokens,
-            });
-            let generation_started = ms_since(started);
-            let mut on_piece = |piece: Piece<'_>| {
-                on_event(match piece {
-                    Piece::Answer(text) => AskEvent::Token {
-                        text: text.to_string(),
-                    },
-                    Piece::Thinking(text) => AskEvent::Thinking {
-                        text: text.to_string(),
-                    },
-                });
-                !cancel.load(Ordering::Relaxed)
+            let job = GenerateJob {
+                req: &req,
+                hits: &hits,
+                started,
+                cancel: &cancel,
+                on_event: on_event.as_ref(),
             };
-            let stats = llm.generate_pieces(&prompt, &req.generation, &mut on_piece)?;
-            drop(guard);
+            let in_process = |cpu: bool, packed: Option<Packed>| {
+                generate_in_process(
+                    &job,
+                    &slot,
+                    &gpu,
+                    &model_path,
+                    max_context,
+                    kv_dtype,
+                    cpu,
+                    packed,
+                )
+            };
+            let generated = match gpu.worker() {
+                None => in_process(false, None)?,
+                Some(worker) => {
+                    let spec = LlmSpec {
+                        path: model_path.clone(),
+                        context: max_context,
+                        kv_dtype: kv_dtype.map(|k| k.as_str().to_owned()),
+                    };
+                    // The reservation is taken when the worker is to load
+                    // the model, as for a load in this process.
+                    let held = worker.status().llm.is_some_and(|llm| llm.spec == spec);
+                    let admitted = if held {
+                        None
+                    } else {
+                        Some(gpu.admit_llm_in_worker(&model_path, max_context, kv_dtype)?)
+                    };
+                    if admitted == Some(DeviceKind::Cpu)
+                        && gpu.status().selected != DeviceKind::Cpu
+                    {
+                        // The GPU manager sent the model to the CPU (and
+                        // said why): no point loading it in the worker.
+                        in_process(true, None)?
+                    } else {
+                        match generate_in_worker(&job, worker, &gpu, &spec, admitted.is_some()) {
+                            Ok(generated) => generated,
+                            Err(WorkerFailure::Engine(error)) => return Err(error),
+                            Err(WorkerFailure::BeforeAnswer(reason)) => {
+                                tracing::warn!(%reason, "the model worker cannot answer; answering on the CPU");
+                                release_worker_llm(&gpu, worker);
+                                gpu.publish(GpuEvent::CpuFallback {
+                                    model: model_label(&model_path),
+                                    reason,
+                                });
+                                in_process(true, None)?
+                            }
+                            Err(WorkerFailure::MidAnswer(packed, reason)) => {
+                                tracing::warn!(%reason, "the model worker failed mid-answer; restarting the answer on the CPU");
+                                release_worker_llm(&gpu, worker);
+                                gpu.publish(GpuEvent::Recovery {
+                                    step: RecoveryStep::MovedToCpu {
+                                        reason: reason.clone(),
+                                    },
+                                });
+                                on_event(AskEvent::Restarted { reason });
+                                in_process(true, Some(packed))?
+                            }
+                        }
+                    }
+                }
+            };
+            let Generated {
+                packed,
+                load_ms,
+                prompt_ms,
+                generation_started,
+                stats,
+            } = generated;
+            let Packed {
+                tokens: prompt_tokens,
+                used,
+                budget,
+                ..
+            } = packed;
+            let mut sources = source_refs(&hits, used);
             for n in cited_numbers(&stats.text) {
                 if let Some(s) = sources.iter_mut().find(|s| s.n == n) {
                     s.cited = true;

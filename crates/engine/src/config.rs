@@ -48,10 +48,72 @@ pub struct EngineConfig {
     #[serde(default = "default_rerank_depth")]
     pub rerank_depth: usize,
     /// The model worker that embeds passages for ingestion, in a process
-    /// of its own (see [`crate::worker`]); `None` embeds in this process.
-    /// Set from `LECTERN_WORKER`.
+    /// of its own (see [`crate::worker`]), used for every run whatever
+    /// [`EngineConfig::worker_mode`] says. Set from `LECTERN_WORKER=<path>`;
+    /// `None` leaves the choice to [`EngineConfig::worker_mode`].
     #[serde(default)]
     pub worker: Option<crate::WorkerConfig>,
+    /// Whether to use the model worker when [`EngineConfig::worker`] is not
+    /// set: only where it helps (`auto`, the default; see
+    /// [`crate::worker_policy`]) or never (`off`). Set from
+    /// `LECTERN_WORKER`.
+    #[serde(default)]
+    pub worker_mode: WorkerMode,
+}
+
+/// Whether the engine uses the model worker when no worker is configured
+/// explicitly ([`EngineConfig::worker`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum WorkerMode {
+    /// Never: models run in this process (`LECTERN_WORKER=off`).
+    Off,
+    /// Only where it helps: NVML reports a usable NVIDIA GPU and the worker
+    /// binary was built with CUDA and opens that GPU
+    /// ([`crate::worker_policy::plan_worker`]); otherwise models run in
+    /// this process, without an error. The binary is `program`, or
+    /// `lectern-worker` beside the running executable when that is `None`
+    /// (`LECTERN_WORKER=auto` or unset; `LECTERN_WORKER=auto:<path>`).
+    Auto {
+        /// The worker binary to consider.
+        #[serde(default)]
+        program: Option<PathBuf>,
+    },
+}
+
+impl Default for WorkerMode {
+    fn default() -> Self {
+        Self::Auto { program: None }
+    }
+}
+
+/// What a `LECTERN_WORKER` value asks for: an explicit worker binary
+/// (used for every run) or a [`WorkerMode`]. Unset or empty is `auto`.
+pub fn worker_setting(value: Option<&str>) -> Result<(Option<PathBuf>, WorkerMode), String> {
+    let value = value.map(str::trim).unwrap_or_default();
+    let lower = value.to_ascii_lowercase();
+    if value.is_empty() || lower == "auto" {
+        return Ok((None, WorkerMode::default()));
+    }
+    if ["off", "none", "no", "false", "0"].contains(&lower.as_str()) {
+        return Ok((None, WorkerMode::Off));
+    }
+    if lower.starts_with("auto:") {
+        let program = value["auto:".len()..].trim();
+        if program.is_empty() {
+            return Err(format!(
+                "{}: `auto:` must be followed by the worker binary's path",
+                crate::WORKER_ENV_VAR
+            ));
+        }
+        return Ok((
+            None,
+            WorkerMode::Auto {
+                program: Some(PathBuf::from(program)),
+            },
+        ));
+    }
+    Ok((Some(PathBuf::from(value)), WorkerMode::default()))
 }
 
 fn default_rerank_depth() -> usize {
@@ -180,9 +242,10 @@ impl EngineConfig {
     /// `LECTERN_LLM`, `LECTERN_DEVICE`,
     /// `LECTERN_WRITE_BATCH_CHUNKS`, `LECTERN_RERANKER` (a catalog id, a
     /// folder or `none`; the first installed catalog reranker otherwise),
-    /// `LECTERN_RERANK_DEPTH`, `LECTERN_WORKER` (the model worker binary,
-    /// or `auto` for the one next to the executable; unset runs models in
-    /// this process) and `LECTERN_WORKER_TIMEOUT`.
+    /// `LECTERN_RERANK_DEPTH`, `LECTERN_WORKER` (`auto` or unset: the
+    /// model worker only where it helps, see [`WorkerMode::Auto`];
+    /// `auto:<path>`: the same with that binary; `off`: never; a path: that
+    /// worker for every run) and `LECTERN_WORKER_TIMEOUT`.
     /// An explicit `data_dir` wins over the environment.
     pub fn from_env(data_dir: Option<PathBuf>) -> Result<Self, EngineError> {
         let dirs = directories::ProjectDirs::from("app", "lectern", "Lectern");
@@ -227,7 +290,14 @@ impl EngineConfig {
             }
             _ => crate::rerank::DEFAULT_RERANK_DEPTH,
         };
-        let worker = crate::WorkerConfig::from_env().map_err(EngineError::InvalidInput)?;
+        let (worker, worker_mode) =
+            worker_setting(std::env::var(crate::WORKER_ENV_VAR).ok().as_deref())
+                .map_err(EngineError::InvalidInput)?;
+        let worker = match worker {
+            // Reads the path and LECTERN_WORKER_TIMEOUT.
+            Some(_) => crate::WorkerConfig::from_env().map_err(EngineError::InvalidInput)?,
+            None => None,
+        };
         let kv_dtype = kv_dtype_from_env()?;
         Ok(Self {
             data_dir,
@@ -243,6 +313,7 @@ impl EngineConfig {
             reranker,
             rerank_depth,
             worker,
+            worker_mode,
         })
     }
 }
@@ -263,6 +334,37 @@ mod tests {
             err.contains("LECTERN_KV_DTYPE: unknown KV cache type \"q4\": expected one of f32, f16, bf16, q8"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn the_worker_setting_is_auto_unless_turned_off_or_given_a_path() {
+        let auto = WorkerMode::Auto { program: None };
+        assert_eq!(worker_setting(None).unwrap(), (None, auto.clone()));
+        assert_eq!(worker_setting(Some(" ")).unwrap(), (None, auto.clone()));
+        assert_eq!(worker_setting(Some("AUTO")).unwrap(), (None, auto.clone()));
+        for off in ["off", "Off", "none", "0"] {
+            assert_eq!(worker_setting(Some(off)).unwrap(), (None, WorkerMode::Off));
+        }
+        assert_eq!(
+            worker_setting(Some("auto:/opt/lectern/lectern-worker")).unwrap(),
+            (
+                None,
+                WorkerMode::Auto {
+                    program: Some(PathBuf::from("/opt/lectern/lectern-worker"))
+                }
+            )
+        );
+        let error = worker_setting(Some("auto: ")).unwrap_err();
+        assert!(error.contains("LECTERN_WORKER"), "{error}");
+        assert_eq!(
+            worker_setting(Some("/opt/w")).unwrap(),
+            (Some(PathBuf::from("/opt/w")), auto)
+        );
+        // A saved configuration without the field is `auto`; `off` reads back.
+        let mode: WorkerMode = serde_json::from_str(r#""off""#).unwrap();
+        assert_eq!(mode, WorkerMode::Off);
+        let mode: WorkerMode = serde_json::from_str(r#"{"auto": {}}"#).unwrap();
+        assert_eq!(mode, WorkerMode::default());
     }
 
     #[test]

@@ -108,7 +108,7 @@ pub(crate) struct GpuSide {
     _reaper: Option<IdleReaper>,
     sleep: Sleeper,
     /// The model worker passage batches go to first, when configured.
-    worker: Option<WorkerSupervisor>,
+    worker: Option<Arc<WorkerSupervisor>>,
 }
 
 impl std::fmt::Debug for GpuSide {
@@ -179,7 +179,17 @@ impl GpuSide {
     /// embedder as the fallback.
     pub(crate) fn use_worker(&mut self, worker: WorkerSupervisor) {
         tracing::info!(program = %worker.config().program.display(), "embedding batches go to the model worker");
-        self.worker = Some(worker);
+        self.worker = Some(Arc::new(worker));
+    }
+
+    /// The model worker, when one is configured.
+    pub(crate) fn worker(&self) -> Option<&WorkerSupervisor> {
+        self.worker.as_deref()
+    }
+
+    /// Publishes `event` to the engine's subscribers.
+    pub(crate) fn publish(&self, event: GpuEvent) {
+        self.events.publish(event);
     }
 
     /// The device status with fresh readings, and what the manager holds.
@@ -364,6 +374,42 @@ impl GpuSide {
         kv: Option<KvDtype>,
         slot: &LlmSlot,
     ) -> Result<DeviceKind, EngineError> {
+        let unload_slot = Arc::downgrade(slot);
+        self.admit_llm_with(path, context, kv, move || {
+            if let Some(slot) = unload_slot.upgrade() {
+                slot.lock().unwrap_or_else(PoisonError::into_inner).take();
+            }
+        })
+    }
+
+    /// [`GpuSide::admit_llm`] for a language model the model worker will
+    /// hold: the same reservation, and evicting it unloads the model in
+    /// the worker.
+    pub(crate) fn admit_llm_in_worker(
+        &self,
+        path: &Path,
+        context: usize,
+        kv: Option<KvDtype>,
+    ) -> Result<DeviceKind, EngineError> {
+        let worker = self.worker.as_ref().map(Arc::downgrade);
+        self.admit_llm_with(path, context, kv, move || {
+            if let Some(worker) = worker.as_ref().and_then(std::sync::Weak::upgrade) {
+                if let Err(error) = worker.unload_llm() {
+                    tracing::warn!(%error, "the model worker did not unload its language model");
+                }
+            }
+        })
+    }
+
+    /// Admits a language model whose eviction runs `unload` (and drops
+    /// the reservation).
+    fn admit_llm_with(
+        &self,
+        path: &Path,
+        context: usize,
+        kv: Option<KvDtype>,
+        unload: impl Fn() + Send + Sync + 'static,
+    ) -> Result<DeviceKind, EngineError> {
         self.release_llm();
         if !matches!(self.device(), DeviceKind::Cuda(_)) {
             return Ok(self.device());
@@ -373,12 +419,9 @@ impl GpuSide {
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_else(|| path.display().to_string());
-        let unload_slot = Arc::downgrade(slot);
         let unload_reservation = Arc::downgrade(&self.llm_reservation);
         let unloader = move || {
-            if let Some(slot) = unload_slot.upgrade() {
-                slot.lock().unwrap_or_else(PoisonError::into_inner).take();
-            }
+            unload();
             if let Some(reservation) = unload_reservation.upgrade() {
                 reservation
                     .lock()
@@ -733,7 +776,7 @@ impl Engine {
     /// The model worker's state (process, device, model, starts and
     /// losses, last error); `None` when no worker is configured.
     pub fn worker_status(&self) -> Option<WorkerStatus> {
-        self.gpu_side.worker.as_ref().map(WorkerSupervisor::status)
+        self.gpu_side.worker().map(WorkerSupervisor::status)
     }
 
     /// The device, fresh GPU readings, and the models holding GPU memory,

@@ -30,6 +30,7 @@ mod rerank;
 mod watch;
 mod watched;
 pub mod worker;
+pub mod worker_policy;
 
 pub use ask::{
     Answer, AskEvent, AskRequest, AskTimings, Citation, RetrievalTrace, SourceRef, TraceHit,
@@ -39,8 +40,8 @@ pub use collections::{
     MAX_COLLECTION_NAME_CHARS,
 };
 pub use config::{
-    embedder_config_for, embedder_name, resolve_embedder, EngineConfig, DEFAULT_EMBEDDER,
-    KV_DTYPE_ENV_VAR,
+    embedder_config_for, embedder_name, resolve_embedder, worker_setting, EngineConfig, WorkerMode,
+    DEFAULT_EMBEDDER, KV_DTYPE_ENV_VAR,
 };
 pub use conversations::{
     AnswerScope, Conversation, ConversationError, ConversationStore, ConversationSummary, Message,
@@ -82,6 +83,7 @@ pub use rerank::{
 pub use watch::{WatchEvent, WatchFn};
 pub use watched::{WatchedFolders, WATCHED_FOLDERS_FILE};
 pub use worker::{WorkerConfig, WorkerError, WorkerStatus, WORKER_ENV_VAR};
+pub use worker_policy::{WorkerModeKind, WorkerPlan, WorkerReport};
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -146,6 +148,8 @@ pub struct Engine {
     fusion: std::sync::RwLock<Fusion>,
     /// The rerank stage.
     reranker: Arc<rerank::RerankSide>,
+    /// Whether the model worker is used, and why.
+    worker_plan: WorkerPlan,
 }
 
 impl std::fmt::Debug for Engine {
@@ -172,10 +176,11 @@ impl Engine {
     pub async fn open(mut config: EngineConfig) -> Result<Self, EngineError> {
         config.follow_library_embedder();
         let mut gpu_side = device::GpuSide::open(config.device)?;
-        if let Some(worker) = &config.worker {
+        let gpu = gpu_side.status().clone();
+        let worker_plan = worker_policy::plan_in_background(&config, &gpu).await?;
+        if let Some(worker) = &worker_plan.config {
             gpu_side.use_worker(worker::WorkerSupervisor::new(worker.clone(), config.device));
         }
-        let gpu = gpu_side.status().clone();
         let device = gpu.selected;
         tracing::info!(device = %device, reason = %gpu.reason, "compute device");
         if !config.embedder_dir.join("config.json").is_file() {
@@ -216,7 +221,14 @@ impl Engine {
                 config.rerank_depth,
             )),
             config,
+            worker_plan,
         })
+    }
+
+    /// The model worker: whether it is used and why, what it said about
+    /// itself, and its state (see [`worker_policy`]).
+    pub fn worker_report(&self) -> WorkerReport {
+        WorkerReport::new(self.worker_plan.clone(), self.worker_status())
     }
 
     /// The configuration the engine was opened with.

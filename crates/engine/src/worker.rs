@@ -15,18 +15,26 @@
 //!   the next request. A worker that fails to start, or is lost twice in a
 //!   row, is not started again for [`WorkerConfig::restart_backoff`].
 //!
+//! * Language model answers go through the same worker:
+//!   [`WorkerSupervisor::generate`] loads the model when the worker does
+//!   not hold it ([`LlmSpec`]), and [`WorkerProcess::generate`] relays
+//!   each streamed piece as it arrives, turns the caller's cancel flag
+//!   into a cancel request, and counts a worker silent for longer than the
+//!   request timeout between two frames as hung.
+//!
 //! The calls block: they are made from the engine's blocking threads
 //! (embedding runs in `spawn_blocking`), never on the async runtime. A
 //! reader thread per worker turns its stdout into frames on a channel, so
 //! a wait can time out.
 //!
-//! The worker is used only when configured ([`WORKER_ENV_VAR`],
-//! [`crate::EngineConfig::worker`]).
+//! Whether the worker is used is decided by [`crate::worker_policy`]
+//! ([`WORKER_ENV_VAR`], [`crate::EngineConfig::worker`]).
 
 use std::collections::{BTreeMap, VecDeque};
 use std::io::{BufRead, BufReader, BufWriter};
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
@@ -35,12 +43,16 @@ use lectern_gpu::{DeviceKind, DevicePreference};
 use lectern_worker_protocol::{
     decode_vectors, read_frame, write_frame, Frame, FrameError, Request, Response,
 };
-pub use lectern_worker_protocol::{EmbedKind, ErrorKind, Hello, FAULT_ENV_VAR, PROTOCOL_VERSION};
+pub use lectern_worker_protocol::{
+    EmbedKind, ErrorKind, FinishReason, Generation, Hello, PromptMessage, FAULT_ENV_VAR,
+    PROTOCOL_VERSION,
+};
 use serde::{Deserialize, Serialize};
 
-/// Environment variable that turns the model worker on: the path of the
-/// `lectern-worker` binary, or `auto` for the one next to the running
-/// executable. Unset or empty: models run in this process.
+/// Environment variable that chooses the model worker: the path of the
+/// `lectern-worker` binary (used for every run), `off`, or `auto` (the
+/// default; `auto:<path>` names the binary): the worker only where it
+/// helps, see [`crate::worker_policy`].
 pub const WORKER_ENV_VAR: &str = "LECTERN_WORKER";
 
 /// Environment variable that sets how long one embedding request may take
@@ -59,6 +71,10 @@ const LOSSES_BEFORE_BACKOFF: u32 = 2;
 
 /// Lines of the worker's stderr kept for error messages.
 const STDERR_TAIL_LINES: usize = 20;
+
+/// How often a generation in the worker checks the caller's cancel flag
+/// while it waits for the next token.
+const CANCEL_POLL: Duration = Duration::from_millis(10);
 
 /// How the engine starts and watches the model worker.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -130,7 +146,10 @@ impl WorkerConfig {
 
     /// The configuration for a [`WORKER_ENV_VAR`] value of `program` and
     /// a [`WORKER_TIMEOUT_ENV_VAR`] value of `timeout`.
-    fn from_values(program: Option<&str>, timeout: Option<&str>) -> Result<Option<Self>, String> {
+    pub(crate) fn from_values(
+        program: Option<&str>,
+        timeout: Option<&str>,
+    ) -> Result<Option<Self>, String> {
         let program = match program.map(str::trim) {
             Some(p) if !p.is_empty() => p,
             _ => return Ok(None),
@@ -277,6 +296,48 @@ pub struct WorkerModel {
     pub dim: usize,
     /// The device it runs on in the worker.
     pub device: DeviceKind,
+}
+
+/// The language model a request needs in the worker.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LlmSpec {
+    /// A GGUF file or a safetensors folder.
+    pub path: PathBuf,
+    /// Tokens of context to allocate.
+    pub context: usize,
+    /// Key/value cache type (`f32`, `f16`, `bf16`, `q8`); `None`: the
+    /// activation dtype.
+    pub kv_dtype: Option<String>,
+}
+
+/// A language model loaded in the worker, as it reports it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WorkerLlm {
+    /// What was asked for.
+    pub spec: LlmSpec,
+    /// Its name.
+    pub model: String,
+    /// `safetensors` or `gguf`.
+    pub format: String,
+    /// The device it runs on in the worker.
+    pub device: DeviceKind,
+    /// Tokens of context granted.
+    pub context: usize,
+    /// Its key/value cache type.
+    pub kv_dtype: String,
+    /// How long the load took, in milliseconds.
+    pub load_ms: u64,
+    /// The model the worker unloaded to make room for it.
+    pub unloaded: Option<String>,
+}
+
+/// A piece of text streamed from a generation in the worker.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WorkerPiece<'a> {
+    /// Answer text.
+    Answer(&'a str),
+    /// The model's reasoning.
+    Thinking(&'a str),
 }
 
 /// A frame or the reason there is none.
@@ -522,6 +583,190 @@ impl WorkerProcess {
         }
     }
 
+    /// Loads the language model described by `spec` (replacing the one
+    /// the worker holds, which it unloads first).
+    pub fn load_llm(
+        &mut self,
+        spec: &LlmSpec,
+        device: DevicePreference,
+    ) -> Result<WorkerLlm, WorkerError> {
+        let id = self.take_id();
+        let request = Request::LoadLlm {
+            id,
+            path: spec.path.clone(),
+            device,
+            context: spec.context,
+            kv_dtype: spec.kv_dtype.clone(),
+        };
+        let frame = self.request(
+            &request,
+            self.config.load_timeout,
+            "loading the language model",
+        )?;
+        match self.answer(id, frame)? {
+            (
+                Response::LlmLoaded {
+                    model,
+                    format,
+                    device,
+                    context,
+                    kv_dtype,
+                    load_ms,
+                    unloaded,
+                    ..
+                },
+                _,
+            ) => Ok(WorkerLlm {
+                spec: spec.clone(),
+                model,
+                format,
+                device,
+                context,
+                kv_dtype,
+                load_ms: load_ms.round() as u64,
+                unloaded,
+            }),
+            (other, _) => Err(self.protocol_error(format!("expected llm_loaded, got {other:?}"))),
+        }
+    }
+
+    /// Renders `messages` with the loaded language model's chat template;
+    /// returns the prompt and its token count.
+    pub fn render_prompt(
+        &mut self,
+        messages: &[PromptMessage],
+        enable_thinking: bool,
+    ) -> Result<(String, usize), WorkerError> {
+        let id = self.take_id();
+        let request = Request::RenderPrompt {
+            id,
+            messages: messages.to_vec(),
+            enable_thinking,
+        };
+        let frame = self.request(&request, self.config.request_timeout, "rendering a prompt")?;
+        match self.answer(id, frame)? {
+            (Response::Prompt { text, tokens, .. }, _) => Ok((text, tokens)),
+            (other, _) => Err(self.protocol_error(format!("expected a prompt, got {other:?}"))),
+        }
+    }
+
+    /// Generates the answer to `prompt` (rendered by
+    /// [`WorkerProcess::render_prompt`]) with `params` (the model crate's
+    /// `GenerationParams` as JSON). Each piece goes to `on_piece` as it
+    /// arrives; when `on_piece` returns `false` or `cancel` is set, the
+    /// worker is told to stop and the generation ends as cancelled. Each
+    /// frame must come within the request timeout (the first one after
+    /// the prompt has run), or the worker counts as hung and is killed.
+    pub fn generate(
+        &mut self,
+        prompt: &str,
+        params: serde_json::Value,
+        reuse_prefix: bool,
+        cancel: &AtomicBool,
+        on_piece: &mut dyn FnMut(WorkerPiece<'_>) -> bool,
+    ) -> Result<Generation, WorkerError> {
+        let id = self.take_id();
+        let request = Request::Generate {
+            id,
+            prompt: prompt.to_owned(),
+            params,
+            reuse_prefix,
+        };
+        let during = "generating an answer";
+        let written = match self.stdin.as_mut() {
+            Some(stdin) => write_frame(stdin, &request, &[]),
+            None => Err(FrameError::Io(std::io::ErrorKind::BrokenPipe.into())),
+        };
+        if let Err(error) = written {
+            tracing::warn!(%error, during, "writing to the model worker failed");
+            return Err(self.died(during));
+        }
+        let timeout = self.config.request_timeout;
+        let mut cancel_sent = false;
+        let mut stop = false;
+        let mut next_index = 1;
+        loop {
+            let deadline = Instant::now() + timeout;
+            let frame = loop {
+                if (stop || cancel.load(Ordering::Relaxed)) && !cancel_sent {
+                    cancel_sent = true;
+                    let written = match self.stdin.as_mut() {
+                        Some(stdin) => write_frame(stdin, &Request::Cancel { id }, &[]),
+                        None => Err(FrameError::Io(std::io::ErrorKind::BrokenPipe.into())),
+                    };
+                    if let Err(error) = written {
+                        tracing::warn!(%error, "sending cancel to the model worker failed");
+                        return Err(self.died(during));
+                    }
+                }
+                let left = deadline.saturating_duration_since(Instant::now());
+                match self.frames.recv_timeout(left.min(CANCEL_POLL)) {
+                    Ok(Ok(frame)) => break frame,
+                    Ok(Err(FrameError::Io(_) | FrameError::Truncated))
+                    | Err(RecvTimeoutError::Disconnected) => return Err(self.died(during)),
+                    Ok(Err(error)) => return Err(self.protocol_error(error.to_string())),
+                    Err(RecvTimeoutError::Timeout) if !left.is_zero() => {}
+                    Err(RecvTimeoutError::Timeout) => {
+                        tracing::error!(
+                            pid = self.pid,
+                            ms = timeout.as_millis(),
+                            "model worker stopped generating; killing it"
+                        );
+                        self.kill();
+                        return Err(WorkerError::Hung {
+                            during: during.to_owned(),
+                            after: timeout,
+                        });
+                    }
+                }
+            };
+            match self.answer(id, frame)? {
+                (
+                    Response::Token {
+                        index,
+                        text,
+                        thinking,
+                        ..
+                    },
+                    _,
+                ) => {
+                    if index != next_index {
+                        return Err(self.protocol_error(format!(
+                            "expected token {next_index} of generation {id}, got token {index}"
+                        )));
+                    }
+                    next_index += 1;
+                    let piece = if thinking {
+                        WorkerPiece::Thinking(&text)
+                    } else {
+                        WorkerPiece::Answer(&text)
+                    };
+                    if !on_piece(piece) {
+                        stop = true;
+                    }
+                }
+                (Response::Finished { generation, .. }, _) => return Ok(generation),
+                (other, _) => {
+                    return Err(self.protocol_error(format!("expected a token, got {other:?}")))
+                }
+            }
+        }
+    }
+
+    /// Drops the loaded language model in the worker.
+    pub fn unload_llm(&mut self) -> Result<(), WorkerError> {
+        let id = self.take_id();
+        let frame = self.request(
+            &Request::UnloadLlm { id },
+            self.config.load_timeout,
+            "unloading the language model",
+        )?;
+        match self.answer(id, frame)? {
+            (Response::Done { .. }, _) => Ok(()),
+            (other, _) => Err(self.protocol_error(format!("expected done, got {other:?}"))),
+        }
+    }
+
     /// Drops the loaded model in the worker.
     pub fn unload(&mut self) -> Result<(), WorkerError> {
         let id = self.take_id();
@@ -613,7 +858,11 @@ impl WorkerProcess {
             Response::Loaded { id, .. }
             | Response::Vectors { id, .. }
             | Response::Done { id }
-            | Response::Error { id, .. } => Some(*id),
+            | Response::Error { id, .. }
+            | Response::LlmLoaded { id, .. }
+            | Response::Prompt { id, .. }
+            | Response::Token { id, .. }
+            | Response::Finished { id, .. } => Some(*id),
         };
         if answered != Some(id) {
             return Err(self.protocol_error(format!(
@@ -732,6 +981,13 @@ pub struct WorkerStatus {
     pub lost: u32,
     /// The last failure, phrased for a person.
     pub last_error: Option<String>,
+    /// The language model loaded in it.
+    #[serde(default)]
+    pub llm: Option<WorkerLlm>,
+    /// What the last worker started said about itself (its build's
+    /// backends, device and why).
+    #[serde(default)]
+    pub hello: Option<Hello>,
 }
 
 #[derive(Default)]
@@ -743,6 +999,9 @@ struct SupervisorState {
     lost_in_a_row: u32,
     next_batch: u64,
     status: WorkerStatus,
+    /// The language model loaded in the worker, with that worker's
+    /// process id (a replaced worker holds none).
+    llm: Option<(u32, WorkerLlm)>,
 }
 
 /// Keeps one model worker: starts it on first use, restarts it after it
@@ -807,10 +1066,18 @@ impl WorkerSupervisor {
         status.pid = state.process.as_ref().map(WorkerProcess::pid);
         status.device = state.process.as_ref().map(|p| p.hello().device);
         status.model = state.model.clone();
-        *self
+        status.llm = state
+            .llm
+            .as_ref()
+            .filter(|(pid, _)| status.pid == Some(*pid))
+            .map(|(_, llm)| llm.clone());
+        let mut published = self
             .published
             .lock()
-            .unwrap_or_else(PoisonError::into_inner) = status;
+            .unwrap_or_else(PoisonError::into_inner);
+        status.hello =
+            (state.process.as_ref().map(|p| p.hello().clone())).or(published.hello.take());
+        *published = status;
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, SupervisorState> {
@@ -895,6 +1162,148 @@ impl WorkerSupervisor {
         }
         state.next_batch += 1;
         process.embed(state.next_batch, texts, kind)
+    }
+
+    /// Loads `spec` in the worker, starting it when needed; a worker that
+    /// already holds it keeps it. Blocks; call it from a blocking thread.
+    pub fn load_llm(&self, spec: &LlmSpec) -> Result<WorkerLlm, WorkerError> {
+        self.with_llm(spec, |_, llm| Ok(llm.clone()))
+    }
+
+    /// Renders `messages` with the chat template of `spec` (loaded first
+    /// when needed) and counts the prompt's tokens.
+    pub fn render_prompt(
+        &self,
+        spec: &LlmSpec,
+        messages: &[PromptMessage],
+        enable_thinking: bool,
+    ) -> Result<(String, usize), WorkerError> {
+        self.with_llm(spec, |process, _| {
+            process.render_prompt(messages, enable_thinking)
+        })
+    }
+
+    /// Generates the answer to `prompt` with `spec` (loaded first when
+    /// needed), streaming pieces to `on_piece`; see
+    /// [`WorkerProcess::generate`]. The worker keeps the prompt's keys and
+    /// values, so a follow-up sharing its prefix runs only what is new.
+    pub fn generate(
+        &self,
+        spec: &LlmSpec,
+        prompt: &str,
+        params: serde_json::Value,
+        cancel: &AtomicBool,
+        on_piece: &mut dyn FnMut(WorkerPiece<'_>) -> bool,
+    ) -> Result<Generation, WorkerError> {
+        self.with_llm(spec, |process, _| {
+            process.generate(prompt, params, true, cancel, on_piece)
+        })
+    }
+
+    /// Drops the worker's language model, if it holds one.
+    pub fn unload_llm(&self) -> Result<(), WorkerError> {
+        let mut state = self.lock();
+        let state = &mut *state;
+        let Some((pid, _)) = state.llm.take() else {
+            return Ok(());
+        };
+        let result = match state.process.as_mut() {
+            Some(process) if process.pid() == pid => process.unload_llm(),
+            _ => Ok(()),
+        };
+        self.settle(state, &result);
+        result
+    }
+
+    /// Runs `op` on the worker with `spec` loaded: starts the worker and
+    /// loads the model when needed, and records a lost worker.
+    fn with_llm<T>(
+        &self,
+        spec: &LlmSpec,
+        op: impl FnOnce(&mut WorkerProcess, &WorkerLlm) -> Result<T, WorkerError>,
+    ) -> Result<T, WorkerError> {
+        let mut state = self.lock();
+        let state = &mut *state;
+        let result = self.ensure_llm(state, spec).and_then(|()| {
+            match (state.process.as_mut(), state.llm.as_ref()) {
+                (Some(process), Some((_, llm))) => op(process, llm),
+                _ => Err(WorkerError::Protocol("no worker process".into())),
+            }
+        });
+        self.settle(state, &result);
+        result
+    }
+
+    /// Starts the worker if none runs (honouring the back-off after a
+    /// failed start) and loads `spec` into it unless it holds it already.
+    fn ensure_llm(&self, state: &mut SupervisorState, spec: &LlmSpec) -> Result<(), WorkerError> {
+        if state.process.is_none() {
+            if let Some((at, error)) = &state.failed_start {
+                let waited = at.elapsed();
+                if waited < self.config.restart_backoff {
+                    return Err(WorkerError::Unavailable {
+                        reason: error.to_string(),
+                        retry_in: self.config.restart_backoff - waited,
+                    });
+                }
+            }
+            match WorkerProcess::start(&self.config) {
+                Ok(process) => {
+                    state.status.starts += 1;
+                    state.status.last_pid = Some(process.pid());
+                    state.failed_start = None;
+                    state.model = None;
+                    state.llm = None;
+                    state.process = Some(process);
+                }
+                Err(error) => {
+                    tracing::warn!(%error, "model worker did not start");
+                    state.failed_start = Some((Instant::now(), error.clone()));
+                    return Err(error);
+                }
+            }
+        }
+        let Some(process) = state.process.as_mut() else {
+            return Err(WorkerError::Protocol("no worker process".into()));
+        };
+        let pid = process.pid();
+        let held = state
+            .llm
+            .as_ref()
+            .is_some_and(|(at, llm)| *at == pid && llm.spec == *spec);
+        if !held {
+            state.llm = None;
+            let llm = process.load_llm(spec, self.device)?;
+            if let Some(old) = &llm.unloaded {
+                tracing::info!(model = %old, "the model worker unloaded its language model for another");
+            }
+            tracing::info!(model = %llm.model, device = %llm.device, context = llm.context, ms = llm.load_ms, "language model loaded in the model worker");
+            state.llm = Some((pid, llm));
+        }
+        Ok(())
+    }
+
+    /// Records the outcome of a call: a lost worker is forgotten (and,
+    /// lost twice in a row, left alone for the back-off), then the status
+    /// is published.
+    fn settle<T>(&self, state: &mut SupervisorState, result: &Result<T, WorkerError>) {
+        match result {
+            Ok(_) => state.lost_in_a_row = 0,
+            Err(error) => {
+                state.status.last_error = Some(error.to_string());
+                if error.ended_process() {
+                    state.process = None;
+                    state.model = None;
+                    state.llm = None;
+                    state.status.lost += 1;
+                    state.lost_in_a_row += 1;
+                    if state.lost_in_a_row >= LOSSES_BEFORE_BACKOFF {
+                        state.failed_start = Some((Instant::now(), error.clone()));
+                    }
+                }
+            }
+        }
+        self.publish(state);
     }
 
     /// Stops the worker, if one runs: asks it to exit and reaps it.

@@ -1,4 +1,16 @@
 //! Faults injected through `LECTERN_WORKER_FAULT` (see the crate docs).
+//!
+//! Besides the embedding and start-up faults, three act on the language
+//! model:
+//!
+//! * `crash-at-token:N` — abort (SIGABRT) when a generation has produced
+//!   its Nth piece of text, before sending it;
+//! * `hang-at-token:N` — stop answering at that point (the generation
+//!   never sends its Nth piece, nor anything after it);
+//! * `oom-at-llm-load` — answer every `load_llm` request with an
+//!   `out_of_memory` error frame.
+//!
+//! Pieces are counted from 1 in each generation.
 
 use std::collections::BTreeSet;
 
@@ -19,6 +31,19 @@ pub(crate) struct Faults {
     pub hang_at_start: bool,
     /// Exit before the hello.
     pub exit_at_start: bool,
+    /// Generated pieces (1-based, in each generation) at which to abort.
+    pub crash_at_token: BTreeSet<u64>,
+    /// Generated pieces at which to stop answering.
+    pub hang_at_token: BTreeSet<u64>,
+    /// Answer language model loads with an out-of-memory error.
+    pub oom_at_llm_load: bool,
+}
+
+/// What a generated piece should suffer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum TokenFault {
+    Crash,
+    Hang,
 }
 
 /// What an embedding request should suffer.
@@ -55,6 +80,19 @@ impl Faults {
     }
 }
 
+impl Faults {
+    /// The fault for a generation's `n`th piece, if any.
+    pub fn at_token(&self, n: u64) -> Option<TokenFault> {
+        if self.crash_at_token.contains(&n) {
+            Some(TokenFault::Crash)
+        } else if self.hang_at_token.contains(&n) {
+            Some(TokenFault::Hang)
+        } else {
+            None
+        }
+    }
+}
+
 impl std::str::FromStr for Faults {
     type Err = String;
 
@@ -66,12 +104,11 @@ impl std::str::FromStr for Faults {
                 None => (item, None),
             };
             let batch = || -> Result<u64, String> {
-                let arg =
-                    arg.ok_or_else(|| format!("{name} needs a batch number, e.g. {name}:3"))?;
+                let arg = arg.ok_or_else(|| format!("{name} needs a number, e.g. {name}:3"))?;
                 arg.parse::<u64>()
                     .ok()
                     .filter(|n| *n > 0)
-                    .ok_or_else(|| format!("{name}: batch numbers start at 1, not {arg:?}"))
+                    .ok_or_else(|| format!("{name}: numbers start at 1, not {arg:?}"))
             };
             let flag = |set: &mut bool| -> Result<(), String> {
                 if arg.is_some() {
@@ -90,13 +127,21 @@ impl std::str::FromStr for Faults {
                 "oom-at-batch" => {
                     faults.oom_at.insert(batch()?);
                 }
+                "crash-at-token" => {
+                    faults.crash_at_token.insert(batch()?);
+                }
+                "hang-at-token" => {
+                    faults.hang_at_token.insert(batch()?);
+                }
+                "oom-at-llm-load" => flag(&mut faults.oom_at_llm_load)?,
                 "bad-hello" => flag(&mut faults.bad_hello)?,
                 "hang-at-start" => flag(&mut faults.hang_at_start)?,
                 "exit-at-start" => flag(&mut faults.exit_at_start)?,
                 other => {
                     return Err(format!(
                         "unknown fault {other:?}: expected crash-at-batch:N, hang-at-batch:N, \
-                         oom-at-batch:N, bad-hello, hang-at-start or exit-at-start"
+                         oom-at-batch:N, crash-at-token:N, hang-at-token:N, oom-at-llm-load, \
+                         bad-hello, hang-at-start or exit-at-start"
                     ))
                 }
             }
@@ -131,9 +176,24 @@ mod tests {
         let err = "hang-at-batch:0".parse::<Faults>().unwrap_err();
         assert!(err.contains("start at 1"), "{err}");
         let err = "crash-at-batch".parse::<Faults>().unwrap_err();
-        assert!(err.contains("needs a batch number"), "{err}");
+        assert!(err.contains("needs a number"), "{err}");
         let err = "explode".parse::<Faults>().unwrap_err();
         assert!(err.contains("unknown fault \"explode\""), "{err}");
         assert!("bad-hello:2".parse::<Faults>().is_err());
+    }
+
+    #[test]
+    fn language_model_faults_parse() {
+        let faults: Faults = "crash-at-token:5,hang-at-token:2,oom-at-llm-load"
+            .parse()
+            .unwrap();
+        assert_eq!(faults.at_token(5), Some(TokenFault::Crash));
+        assert_eq!(faults.at_token(2), Some(TokenFault::Hang));
+        assert_eq!(faults.at_token(1), None);
+        assert_eq!(faults.at_batch(5), None);
+        assert!(faults.oom_at_llm_load);
+        let err = "hang-at-token:x".parse::<Faults>().unwrap_err();
+        assert!(err.contains("start at 1"), "{err}");
+        assert!("oom-at-llm-load:1".parse::<Faults>().is_err());
     }
 }

@@ -29,13 +29,34 @@
 //! * `hang-at-start` — never send the hello;
 //! * `exit-at-start` — exit with status 3 before the hello.
 //!
-//! Embedding requests are counted from 1 in each process.
+//! Embedding requests are counted from 1 in each process. The language
+//! model's faults (`crash-at-token:N`, `hang-at-token:N`,
+//! `oom-at-llm-load`) are described in `fault.rs`.
+//!
+//! # Device at start
+//!
+//! The worker picks its device once, before the hello: the best device
+//! its build has and the GPU telemetry reports (`LECTERN_GPU` applies).
+//! A build with CUDA then opens that GPU for real. cudarc loads the driver
+//! (`libcuda.so.1`), cuBLAS and cuRAND when first used and panics when one
+//! is missing; that panic, or any error opening the device, is caught and
+//! the worker runs on the CPU instead, with the reason in its hello (for
+//! example "CUDA build, but no NVIDIA driver: libcuda.so.1 could not be
+//! loaded; running on CPU"). Requests that ask for `auto` then run on the
+//! CPU, and requests that ask for a GPU explicitly get a
+//! `device_unavailable` error frame saying why.
 
 mod fault;
+mod llm;
 mod serve;
 
 use std::process::ExitCode;
 
+use std::panic::{catch_unwind, AssertUnwindSafe};
+
+use lectern_gpu::{
+    Capabilities, DeviceKind, DevicePreference, DeviceSelection, GpuError, NoGpu, TelemetryBackend,
+};
 use lectern_worker_protocol::{Hello, FAULT_ENV_VAR, PROTOCOL_VERSION};
 
 /// Tensor work allocates and frees large buffers at a high rate; mimalloc
@@ -71,19 +92,15 @@ fn main() -> ExitCode {
         fault::hang();
     }
 
-    let telemetry = lectern_gpu::probe_telemetry();
     let caps = lectern_models::capabilities();
-    let status = match lectern_gpu::status(
-        lectern_gpu::DevicePreference::Auto,
-        caps,
-        telemetry.as_ref(),
-    ) {
-        Ok(status) => status,
-        Err(error) => {
-            tracing::error!(%error, "cannot select a device");
-            return ExitCode::from(2);
-        }
-    };
+    let (telemetry, choice) =
+        match choose_device(caps, lectern_gpu::probe_telemetry(), open_cuda_device) {
+            Ok(chosen) => chosen,
+            Err(error) => {
+                tracing::error!(%error, "cannot select a device");
+                return ExitCode::from(2);
+            }
+        };
     let hello = Hello {
         protocol: if faults.bad_hello {
             PROTOCOL_VERSION + 1000
@@ -91,21 +108,204 @@ fn main() -> ExitCode {
             PROTOCOL_VERSION
         },
         worker_version: env!("CARGO_PKG_VERSION").to_owned(),
-        device: status.selected,
-        device_reason: status.reason.clone(),
+        device: choice.kind,
+        device_reason: choice.reason,
         capabilities: caps,
         pid: std::process::id(),
     };
     tracing::info!(device = %hello.device, reason = %hello.device_reason, "model worker started");
 
-    let stdin = std::io::stdin();
     let stdout = std::io::stdout();
     let mut server = serve::Server::new(faults, telemetry);
-    match server.run(&mut stdin.lock(), &mut stdout.lock(), &hello) {
+    match server.run(std::io::stdin(), &mut stdout.lock(), &hello) {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             tracing::error!(%error, "model worker stopped");
             ExitCode::from(1)
         }
+    }
+}
+
+/// Picks the device the worker runs on: what `auto` selects from the
+/// build's capabilities and `telemetry`, then, for a build with CUDA, a
+/// check with `open_cuda` that the GPU really opens (and, when the
+/// telemetry sees no GPU, why CUDA cannot run, which makes a better
+/// reason than "no GPU"). When the GPU does not open, the telemetry handed
+/// back reports no GPU with that reason, so later model loads pick the
+/// CPU (or explain why an explicit `cuda` request cannot be served).
+fn choose_device(
+    caps: Capabilities,
+    telemetry: Box<dyn TelemetryBackend>,
+    open_cuda: impl Fn(usize) -> Result<(), String>,
+) -> Result<(Box<dyn TelemetryBackend>, DeviceSelection), GpuError> {
+    let selection = lectern_gpu::select_device(DevicePreference::Auto, caps, telemetry.as_ref())?;
+    if !caps.cuda {
+        return Ok((telemetry, selection));
+    }
+    match selection.kind {
+        DeviceKind::Cuda(index) => match open_cuda(index) {
+            Ok(()) => Ok((telemetry, selection)),
+            Err(why) => {
+                tracing::warn!(%why, "the GPU cannot be used; running on the CPU");
+                let reason = format!("CUDA build, but {why}; running on CPU");
+                let selection = DeviceSelection {
+                    kind: DeviceKind::Cpu,
+                    reason: reason.clone(),
+                };
+                Ok((Box::new(NoGpu::new(why)), selection))
+            }
+        },
+        // No GPU in sight: say what CUDA itself reports, when it fails.
+        _ if telemetry.device_count() == 0 => match open_cuda(0) {
+            Err(why) => Ok((
+                telemetry,
+                DeviceSelection {
+                    kind: selection.kind,
+                    reason: format!("CUDA build, but {why}; {}", selection.reason),
+                },
+            )),
+            Ok(()) => Ok((telemetry, selection)),
+        },
+        _ => Ok((telemetry, selection)),
+    }
+}
+
+/// Opens CUDA device `index` through candle and lets it go again. A
+/// missing CUDA library panics inside cudarc; the panic is caught, kept
+/// off stderr, and described.
+fn open_cuda_device(index: usize) -> Result<(), String> {
+    let hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(|_| {}));
+    let opened = catch_unwind(AssertUnwindSafe(|| {
+        lectern_models::candle_device(&DeviceKind::Cuda(index)).map(drop)
+    }));
+    std::panic::set_hook(hook);
+    match opened {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(error)) => Err(format!("cuda:{index} cannot be used: {error}")),
+        Err(panic) => {
+            let text = panic
+                .downcast_ref::<&str>()
+                .map(|s| (*s).to_owned())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "unknown panic".to_owned());
+            Err(describe_cuda_panic(&text))
+        }
+    }
+}
+
+/// A person's account of a panic raised while CUDA starts. cudarc says
+/// `Unable to dynamically load the "cuda" shared library - …` when a
+/// library is missing.
+fn describe_cuda_panic(text: &str) -> String {
+    let missing = text
+        .split_once("load the \"")
+        .and_then(|(_, rest)| rest.split_once('"'))
+        .map(|(name, _)| name);
+    match missing {
+        Some("cuda") => "no NVIDIA driver: libcuda.so.1 could not be loaded".to_owned(),
+        Some(name) => format!(
+            "the CUDA library lib{name} could not be loaded \
+             (install the CUDA runtime libraries or set LD_LIBRARY_PATH)"
+        ),
+        None => format!("CUDA failed to start: {text}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use lectern_gpu::{SimConfig, SimulatedGpu};
+
+    const NO_DRIVER: &str = r#"Unable to dynamically load the "cuda" shared library - searched for library names: ["libcuda.so", "libcuda.so.1"]. Ensure that `LD_LIBRARY_PATH` has the correct path to the installed library."#;
+
+    fn simulated_gpu() -> Box<dyn TelemetryBackend> {
+        Box::new(SimulatedGpu::new(SimConfig::default()))
+    }
+
+    const CUDA: Capabilities = Capabilities {
+        cuda: true,
+        metal: false,
+    };
+
+    #[test]
+    fn cuda_panics_are_described() {
+        assert_eq!(
+            describe_cuda_panic(NO_DRIVER),
+            "no NVIDIA driver: libcuda.so.1 could not be loaded"
+        );
+        let cublas = describe_cuda_panic(
+            r#"Unable to dynamically load the "cublas" shared library - searched for library names: ["libcublas.so"]."#,
+        );
+        assert!(
+            cublas.starts_with("the CUDA library libcublas could not be loaded"),
+            "{cublas}"
+        );
+        assert_eq!(
+            describe_cuda_panic("index out of bounds"),
+            "CUDA failed to start: index out of bounds"
+        );
+    }
+
+    #[test]
+    fn a_gpu_that_does_not_open_leaves_the_worker_on_the_cpu_with_the_reason() {
+        let (telemetry, choice) = choose_device(CUDA, simulated_gpu(), |index| {
+            assert_eq!(index, 0);
+            Err(describe_cuda_panic(NO_DRIVER))
+        })
+        .unwrap();
+        assert_eq!(choice.kind, DeviceKind::Cpu);
+        assert_eq!(
+            choice.reason,
+            "CUDA build, but no NVIDIA driver: libcuda.so.1 could not be loaded; running on CPU"
+        );
+        // Later loads see no GPU: `auto` picks the CPU, `cuda` says why not.
+        assert_eq!(telemetry.device_count(), 0);
+        let auto =
+            lectern_gpu::select_device(DevicePreference::Auto, CUDA, telemetry.as_ref()).unwrap();
+        assert_eq!(auto.kind, DeviceKind::Cpu);
+        let explicit =
+            lectern_gpu::select_device(DevicePreference::Cuda(0), CUDA, telemetry.as_ref())
+                .unwrap_err()
+                .to_string();
+        assert!(
+            explicit.contains("libcuda.so.1 could not be loaded"),
+            "{explicit}"
+        );
+    }
+
+    #[test]
+    fn a_gpu_that_opens_is_used() {
+        let (telemetry, choice) = choose_device(CUDA, simulated_gpu(), |_| Ok(())).unwrap();
+        assert_eq!(choice.kind, DeviceKind::Cuda(0));
+        assert_eq!(telemetry.device_count(), 1);
+    }
+
+    #[test]
+    fn without_a_gpu_the_reason_says_why_cuda_cannot_run() {
+        let none = Box::new(NoGpu::new("NVML library not found"));
+        let (_, choice) =
+            choose_device(CUDA, none, |_| Err(describe_cuda_panic(NO_DRIVER))).unwrap();
+        assert_eq!(choice.kind, DeviceKind::Cpu);
+        assert!(
+            choice.reason.starts_with("CUDA build, but no NVIDIA driver: libcuda.so.1 could not be loaded; no usable NVIDIA GPU (NVML library not found)"),
+            "{}",
+            choice.reason
+        );
+    }
+
+    #[test]
+    fn a_cpu_build_never_touches_cuda() {
+        let cpu = Capabilities::default();
+        let (_, choice) = choose_device(cpu, simulated_gpu(), |_| {
+            panic!("a CPU build must not open CUDA")
+        })
+        .unwrap();
+        assert_eq!(choice.kind, DeviceKind::Cpu);
+        assert!(
+            choice.reason.contains("no CUDA support in this build"),
+            "{}",
+            choice.reason
+        );
     }
 }

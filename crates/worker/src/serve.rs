@@ -1,27 +1,98 @@
 //! The request loop: one request at a time, in order, each answered with
-//! a frame.
+//! a frame (a generation with a stream of them).
+//!
+//! A reader thread turns the input into frames on a channel, so that a
+//! generation can notice a cancel (or the engine going away) between two
+//! tokens; requests that arrive during a generation wait their turn.
 
+use std::collections::VecDeque;
 use std::io::{Read, Write};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::Path;
+use std::sync::mpsc::{self, Receiver};
 
 use lectern_gpu::{DevicePreference, TelemetryBackend};
 use lectern_models::{Embedder, EmbedderConfig, ModelError};
 use lectern_worker_protocol::{
-    encode_vectors, read_frame, write_frame, EmbedKind, ErrorKind, FrameError, Hello, Request,
-    Response,
+    encode_vectors, read_frame, write_frame, EmbedKind, ErrorKind, Frame, FrameError, Hello,
+    Request, Response,
 };
 
 use crate::fault::{self, BatchFault, Faults};
+use crate::llm::{self, LoadedLlm};
 
 /// A failed request: what kind, and the message for the error frame.
-type Failure = (ErrorKind, String);
+pub(crate) type Failure = (ErrorKind, String);
+
+/// What the reader thread saw: a frame, the end of the input (`None`),
+/// or a broken stream.
+type Incoming = Result<Option<Frame>, FrameError>;
+
+/// Frames from the reader thread, with those put aside during a
+/// generation.
+pub(crate) struct Inbox {
+    frames: Receiver<Incoming>,
+    waiting: VecDeque<Incoming>,
+}
+
+impl Inbox {
+    /// Reads `input` on a thread of its own.
+    fn spawn(mut input: impl Read + Send + 'static) -> std::io::Result<Self> {
+        let (send, frames) = mpsc::channel();
+        std::thread::Builder::new()
+            .name("requests".into())
+            .spawn(move || loop {
+                let incoming = read_frame(&mut input);
+                let last = !matches!(incoming, Ok(Some(_)));
+                if send.send(incoming).is_err() || last {
+                    break;
+                }
+            })?;
+        Ok(Self {
+            frames,
+            waiting: VecDeque::new(),
+        })
+    }
+
+    /// The next request frame, oldest first.
+    fn next(&mut self) -> Incoming {
+        match self.waiting.pop_front() {
+            Some(incoming) => incoming,
+            None => self.frames.recv().unwrap_or(Ok(None)),
+        }
+    }
+
+    /// Whether generation `id` should stop: a cancel for it arrived, or
+    /// the input ended (nobody is listening). Other requests are kept for
+    /// after the generation.
+    pub(crate) fn cancelled(&mut self, id: u64) -> bool {
+        let mut stop = false;
+        while let Ok(incoming) = self.frames.try_recv() {
+            match &incoming {
+                Ok(Some(frame)) => {
+                    if let Ok(Request::Cancel { id: target }) = frame.decode::<Request>() {
+                        if target == id {
+                            tracing::info!(id, "generation cancelled");
+                            stop = true;
+                        }
+                        continue;
+                    }
+                }
+                Ok(None) | Err(_) => stop = true,
+            }
+            self.waiting.push_back(incoming);
+        }
+        stop
+    }
+}
 
 /// The worker's state between requests.
 pub(crate) struct Server {
     faults: Faults,
     telemetry: Box<dyn TelemetryBackend>,
     embedder: Option<Embedder>,
+    /// The language model, at most one.
+    llm: Option<LoadedLlm>,
     /// Embedding requests received so far.
     batches: u64,
 }
@@ -32,6 +103,7 @@ impl Server {
             faults,
             telemetry,
             embedder: None,
+            llm: None,
             batches: 0,
         }
     }
@@ -41,13 +113,14 @@ impl Server {
     /// stops being a stream of frames.
     pub fn run(
         &mut self,
-        input: &mut impl Read,
+        input: impl Read + Send + 'static,
         output: &mut impl Write,
         hello: &Hello,
     ) -> Result<(), FrameError> {
+        let mut inbox = Inbox::spawn(input)?;
         write_frame(output, &Response::Hello(hello.clone()), &[])?;
         loop {
-            let frame = match read_frame(input) {
+            let frame = match inbox.next() {
                 Ok(Some(frame)) => frame,
                 Ok(None) => {
                     tracing::info!("input closed; exiting");
@@ -92,10 +165,38 @@ impl Server {
             if let Request::Shutdown { .. } = request {
                 tracing::info!("shutting down on request");
                 self.embedder = None;
+                self.llm = None;
                 write_frame(output, &Response::Done { id }, &[])?;
                 return Ok(());
             }
-            let (response, payload) = match self.handle(request) {
+            let answer = match request {
+                Request::Cancel { id } => {
+                    // The generation it names has already finished.
+                    tracing::debug!(id, "cancel for no running generation");
+                    continue;
+                }
+                Request::Generate {
+                    id,
+                    prompt,
+                    params,
+                    reuse_prefix,
+                } => match self.llm.as_mut() {
+                    Some(loaded) => llm::generate(
+                        id,
+                        loaded,
+                        &prompt,
+                        params,
+                        reuse_prefix,
+                        &self.faults,
+                        output,
+                        &mut inbox,
+                    )?
+                    .map(|response| (response, Vec::new())),
+                    None => Err(not_loaded()),
+                },
+                request => self.handle(request),
+            };
+            let (response, payload) = match answer {
                 Ok(answer) => answer,
                 Err((kind, message)) => {
                     tracing::warn!(id, ?kind, %message, "request failed");
@@ -126,6 +227,54 @@ impl Server {
                 Ok((Response::Done { id }, Vec::new()))
             }
             Request::Shutdown { id } => Ok((Response::Done { id }, Vec::new())),
+            Request::LoadLlm {
+                id,
+                path,
+                device,
+                context,
+                kv_dtype,
+            } => {
+                // One large model at a time: the old one is freed first.
+                let unloaded = self.llm.take().map(|old| old.name().to_owned());
+                if let Some(name) = &unloaded {
+                    tracing::info!(model = %name, "language model unloaded for another");
+                }
+                let (loaded, mut response) = llm::load(
+                    id,
+                    &path,
+                    device,
+                    context,
+                    kv_dtype.as_deref(),
+                    self.telemetry.as_ref(),
+                    &self.faults,
+                )?;
+                if let Response::LlmLoaded { unloaded: slot, .. } = &mut response {
+                    *slot = unloaded;
+                }
+                self.llm = Some(loaded);
+                Ok((response, Vec::new()))
+            }
+            Request::RenderPrompt {
+                id,
+                messages,
+                enable_thinking,
+            } => {
+                let loaded = self.llm.as_ref().ok_or_else(not_loaded)?;
+                Ok((
+                    llm::render(id, loaded, &messages, enable_thinking)?,
+                    Vec::new(),
+                ))
+            }
+            Request::UnloadLlm { id } => {
+                if let Some(old) = self.llm.take() {
+                    tracing::info!(model = %old.name(), "language model unloaded");
+                }
+                Ok((Response::Done { id }, Vec::new()))
+            }
+            Request::Generate { .. } | Request::Cancel { .. } => Err((
+                ErrorKind::InvalidRequest,
+                "generation requests are served by the request loop".to_owned(),
+            )),
         }
     }
 
@@ -236,9 +385,16 @@ impl Server {
     }
 }
 
+fn not_loaded() -> Failure {
+    (
+        ErrorKind::NotLoaded,
+        "no language model is loaded; send load_llm first".to_owned(),
+    )
+}
+
 /// `otherwise`, or [`ErrorKind::OutOfMemory`] when the error reads like
 /// a device out-of-memory error.
-fn model_error_kind(error: &ModelError, otherwise: ErrorKind) -> ErrorKind {
+pub(crate) fn model_error_kind(error: &ModelError, otherwise: ErrorKind) -> ErrorKind {
     match error {
         ModelError::Compute(message) | ModelError::Device(message)
             if lectern_gpu::is_out_of_memory_message(message) =>
@@ -249,7 +405,7 @@ fn model_error_kind(error: &ModelError, otherwise: ErrorKind) -> ErrorKind {
     }
 }
 
-fn panic_message(panic: &Box<dyn std::any::Any + Send>) -> String {
+pub(crate) fn panic_message(panic: &Box<dyn std::any::Any + Send>) -> String {
     let text = panic
         .downcast_ref::<&str>()
         .map(|s| (*s).to_owned())

@@ -195,7 +195,7 @@ async fn a_missing_or_incompatible_worker_means_embedding_on_the_cpu_with_the_re
         ),
         (
             worker_config("bad-hello"),
-            "speaks protocol version 1001, this build speaks 1",
+            "speaks protocol version 1002, this build speaks 2",
         ),
     ] {
         let dir = tempfile::tempdir().unwrap();

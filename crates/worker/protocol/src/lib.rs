@@ -20,6 +20,16 @@
 //! serve gets [`Response::Error`] with an [`ErrorKind`], and the worker
 //! goes on serving.
 //!
+//! A language model answers in a stream: [`Request::Generate`] is
+//! answered by one [`Response::Token`] frame per piece of text, as it is
+//! generated, then [`Response::Finished`] (or an error frame). While it
+//! generates, the worker still reads its input: [`Request::Cancel`] with
+//! the generation's id stops it after the current token, and the stream
+//! ends with a `finished` frame whose reason is `cancelled`. The prompt
+//! travels as rendered text, which [`Request::RenderPrompt`] produces and
+//! counts with the loaded model's own chat template and tokenizer, so the
+//! engine never needs the model's files to build a prompt.
+//!
 //! This crate holds the message types and the framing only (no model
 //! code), so the engine can speak to the worker without linking what the
 //! worker runs.
@@ -32,7 +42,7 @@ use serde::{Deserialize, Serialize};
 
 /// The protocol version both sides must agree on; the worker sends it in
 /// [`Hello`] and the engine refuses a worker that speaks another.
-pub const PROTOCOL_VERSION: u32 = 1;
+pub const PROTOCOL_VERSION: u32 = 2;
 
 /// The largest frame either side accepts (256 MiB): a longer length prefix
 /// means a corrupted stream.
@@ -93,6 +103,122 @@ pub enum Request {
         /// Request id, repeated in the answer.
         id: u64,
     },
+    /// Load a Qwen3 language model, replacing (unloading first) any
+    /// loaded one: the worker holds at most one. Answered with
+    /// [`Response::LlmLoaded`].
+    LoadLlm {
+        /// Request id, repeated in the answer.
+        id: u64,
+        /// A GGUF file or a safetensors folder.
+        path: PathBuf,
+        /// Where to run it; `auto` picks the best device the worker has.
+        device: DevicePreference,
+        /// Tokens of context to allocate the key/value cache for (the
+        /// model's own limit applies too).
+        context: usize,
+        /// Storage type of the key/value cache (`f32`, `f16`, `bf16`,
+        /// `q8`); `None` uses the activation dtype.
+        #[serde(default)]
+        kv_dtype: Option<String>,
+    },
+    /// Render a conversation with the loaded model's chat template and
+    /// count its tokens. Answered with [`Response::Prompt`].
+    RenderPrompt {
+        /// Request id, repeated in the answer.
+        id: u64,
+        /// The conversation, oldest turn first.
+        messages: Vec<PromptMessage>,
+        /// Whether a hybrid-thinking model may reason first.
+        #[serde(default)]
+        enable_thinking: bool,
+    },
+    /// Generate the answer to a rendered prompt with the loaded language
+    /// model. Answered with [`Response::Token`] frames as the text comes,
+    /// then [`Response::Finished`].
+    Generate {
+        /// Request id, repeated in every frame of the answer; [`Request::Cancel`]
+        /// names it.
+        id: u64,
+        /// The prompt, rendered with the chat template
+        /// ([`Request::RenderPrompt`]).
+        prompt: String,
+        /// Sampling settings: the model crate's `GenerationParams` as JSON
+        /// (maximum tokens, temperature, top-p, top-k, repeat penalty,
+        /// seed, stop strings, thinking).
+        params: serde_json::Value,
+        /// Keep the cached keys and values of the prompt's prefix shared
+        /// with the previous generation (a follow-up question); `false`
+        /// computes the whole prompt again.
+        #[serde(default = "default_true")]
+        reuse_prefix: bool,
+    },
+    /// Stop the generation with id `id` after its current token. Not
+    /// answered itself: the generation's stream ends with a `finished`
+    /// frame whose reason is `cancelled`. Ignored when that generation
+    /// already ended.
+    Cancel {
+        /// The id of the [`Request::Generate`] to stop.
+        id: u64,
+    },
+    /// Drop the loaded language model. Answered with [`Response::Done`].
+    UnloadLlm {
+        /// Request id, repeated in the answer.
+        id: u64,
+    },
+}
+
+fn default_true() -> bool {
+    true
+}
+
+/// One turn of a conversation for [`Request::RenderPrompt`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PromptMessage {
+    /// `system`, `user` or `assistant`.
+    pub role: String,
+    /// What was said.
+    pub content: String,
+}
+
+/// Why a generation ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FinishReason {
+    /// The model ended its turn.
+    EndOfTurn,
+    /// The maximum number of tokens was reached.
+    MaxTokens,
+    /// A stop string appeared.
+    StopString,
+    /// [`Request::Cancel`] stopped it.
+    Cancelled,
+}
+
+/// What a finished generation produced and cost.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Generation {
+    /// Why it ended.
+    pub reason: FinishReason,
+    /// The answer text (stop string and `<think>` block excluded): the
+    /// `token` frames' answer pieces joined.
+    pub text: String,
+    /// The model's reasoning, if it thought.
+    #[serde(default)]
+    pub thinking: String,
+    /// Tokens in the prompt.
+    pub prompt_tokens: usize,
+    /// Leading prompt tokens whose cached keys and values were reused.
+    pub reused_prompt_tokens: usize,
+    /// Tokens generated.
+    pub generated_tokens: usize,
+    /// Time to run the prompt and pick the first token.
+    pub prefill_ms: f64,
+    /// From the request's arrival to the first token frame written.
+    pub first_token_ms: f64,
+    /// Time spent generating after the first token.
+    pub decode_ms: f64,
+    /// Tokens per second after the first token.
+    pub decode_tok_s: f64,
 }
 
 impl Request {
@@ -102,7 +228,12 @@ impl Request {
             Self::LoadEmbedder { id, .. }
             | Self::Embed { id, .. }
             | Self::Unload { id }
-            | Self::Shutdown { id } => *id,
+            | Self::Shutdown { id }
+            | Self::LoadLlm { id, .. }
+            | Self::RenderPrompt { id, .. }
+            | Self::Generate { id, .. }
+            | Self::Cancel { id }
+            | Self::UnloadLlm { id } => *id,
         }
     }
 }
@@ -175,6 +306,58 @@ pub enum Response {
     Done {
         /// The request's id.
         id: u64,
+    },
+    /// The language model is loaded.
+    LlmLoaded {
+        /// The request's id.
+        id: u64,
+        /// The model's name (its file or folder name).
+        model: String,
+        /// `safetensors` or `gguf`.
+        format: String,
+        /// The device it runs on.
+        device: DeviceKind,
+        /// Tokens of context granted (the request capped by the model's
+        /// own limit).
+        context: usize,
+        /// Storage type of its key/value cache.
+        kv_dtype: String,
+        /// How long loading took.
+        load_ms: f64,
+        /// The model this load replaced and unloaded, if one was loaded.
+        #[serde(default)]
+        unloaded: Option<String>,
+    },
+    /// A rendered prompt and its length in the model's tokens.
+    Prompt {
+        /// The request's id.
+        id: u64,
+        /// The prompt text.
+        text: String,
+        /// Its tokens.
+        tokens: usize,
+    },
+    /// One piece of generated text, sent as soon as it is decoded (a
+    /// piece never splits a UTF-8 character).
+    Token {
+        /// The generation's id.
+        id: u64,
+        /// 1 for the generation's first piece, then 2, 3, …
+        index: u64,
+        /// The text.
+        text: String,
+        /// Whether it is reasoning (inside the `<think>` block) rather
+        /// than answer text.
+        #[serde(default)]
+        thinking: bool,
+    },
+    /// The generation ended; no more frames carry its id.
+    Finished {
+        /// The generation's id.
+        id: u64,
+        /// What it produced and cost.
+        #[serde(flatten)]
+        generation: Generation,
     },
     /// The request failed; the worker goes on serving.
     Error {
@@ -426,6 +609,56 @@ mod tests {
                 dir: PathBuf::from("/m"),
                 device: DevicePreference::Cuda(1),
                 config: None
+            }
+        );
+    }
+
+    #[test]
+    fn language_model_messages_round_trip() {
+        let generate: Request = serde_json::from_str(
+            r#"{"type":"generate","id":4,"prompt":"<|im_start|>user\nhi","params":{"max_tokens":8}}"#,
+        )
+        .unwrap();
+        assert!(matches!(
+            &generate,
+            Request::Generate { id: 4, reuse_prefix: true, params, .. } if params["max_tokens"] == 8
+        ));
+        assert_eq!(generate.id(), 4);
+        assert_eq!(
+            serde_json::to_value(Request::Cancel { id: 4 }).unwrap()["type"],
+            "cancel"
+        );
+        let finished = Response::Finished {
+            id: 4,
+            generation: Generation {
+                reason: FinishReason::Cancelled,
+                text: "Hello".into(),
+                thinking: String::new(),
+                prompt_tokens: 12,
+                reused_prompt_tokens: 3,
+                generated_tokens: 2,
+                prefill_ms: 1.5,
+                first_token_ms: 1.75,
+                decode_ms: 0.5,
+                decode_tok_s: 2000.0,
+            },
+        };
+        let mut stream = Vec::new();
+        write_frame(&mut stream, &finished, &[]).unwrap();
+        let frame = read_frame(&mut stream.as_slice()).unwrap().unwrap();
+        let json: serde_json::Value = serde_json::from_slice(&frame.header).unwrap();
+        assert_eq!(json["type"], "finished");
+        assert_eq!(json["reason"], "cancelled");
+        assert_eq!(frame.decode::<Response>().unwrap(), finished);
+        let token: Response =
+            serde_json::from_str(r#"{"type":"token","id":4,"index":1,"text":"He"}"#).unwrap();
+        assert_eq!(
+            token,
+            Response::Token {
+                id: 4,
+                index: 1,
+                text: "He".into(),
+                thinking: false
             }
         );
     }
