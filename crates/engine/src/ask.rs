@@ -865,8 +865,7 @@ impl Engine {
                     } else {
                         Some(gpu.admit_llm_in_worker(&model_path, max_context, kv_dtype)?)
                     };
-                    if admitted == Some(DeviceKind::Cpu)
-                        && gpu.status().selected != DeviceKind::Cpu
+                    if admitted == Some(DeviceKind::Cpu) && gpu.worker_device() != DeviceKind::Cpu
                     {
                         // The GPU manager sent the model to the CPU (and
                         // said why): no point loading it in the worker.

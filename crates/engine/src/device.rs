@@ -29,7 +29,7 @@
 //!   and load on the CPU when the manager says so. A timer unloads models
 //!   left idle past [`IDLE_UNLOAD_ENV_VAR`] (default 10 minutes).
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::mpsc::Receiver;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
@@ -109,6 +109,14 @@ pub(crate) struct GpuSide {
     sleep: Sleeper,
     /// The model worker passage batches go to first, when configured.
     worker: Option<Arc<WorkerSupervisor>>,
+    /// Where the worker's models run (its hello's device); the manager
+    /// plans that device's memory when it is a GPU.
+    worker_device: DeviceKind,
+    /// The reservation of the embedder the worker holds on a GPU, by its
+    /// folder.
+    worker_embedder: Arc<Mutex<Option<(PathBuf, Reservation)>>>,
+    /// How long an unused model stays loaded (`None`: until replaced).
+    idle: Option<Duration>,
 }
 
 impl std::fmt::Debug for GpuSide {
@@ -149,37 +157,43 @@ impl GpuSide {
                     None
                 }
             };
-        let config = ManagerConfig {
-            idle_timeout: idle.unwrap_or(Duration::MAX),
-            ..ManagerConfig::default()
-        };
-        let manager = GpuManager::new(telemetry.clone(), status.selected, config, events.clone());
-        let reaper = idle.and_then(|timeout| {
-            let every = (timeout / 4).clamp(Duration::from_millis(10), Duration::from_secs(30));
-            manager
-                .start_idle_reaper(every)
-                .map_err(|error| tracing::warn!(%error, "idle model timer did not start"))
-                .ok()
-        });
+        let (manager, reaper) = manager_for(&telemetry, status.selected, idle, &events);
         Self {
             telemetry,
             events,
             sampler,
             manager,
-            status,
+            worker_device: status.selected,
             cpu_embedder: Mutex::new(None),
             llm_reservation: Arc::new(Mutex::new(None)),
             _reaper: reaper,
             sleep: Arc::new(std::thread::sleep),
             worker: None,
+            worker_embedder: Arc::new(Mutex::new(None)),
+            idle,
+            status,
         }
     }
 
-    /// Sends passage batches to `worker` first, with the in-process CPU
-    /// embedder as the fallback.
-    pub(crate) fn use_worker(&mut self, worker: WorkerSupervisor) {
-        tracing::info!(program = %worker.config().program.display(), "embedding batches go to the model worker");
+    /// Sends passage batches (and answers) to `worker` first, with the
+    /// in-process CPU models as the fallback. `device` is where the
+    /// worker's models run: when that is a GPU the engine itself cannot
+    /// use, the manager plans that GPU's memory from now on, so the
+    /// worker's models are admitted, reserved and evicted like any other.
+    pub(crate) fn use_worker(&mut self, worker: WorkerSupervisor, device: DeviceKind) {
+        tracing::info!(program = %worker.config().program.display(), %device, "models go to the model worker");
+        if matches!(device, DeviceKind::Cuda(_)) && device != self.manager.device() {
+            let (manager, reaper) = manager_for(&self.telemetry, device, self.idle, &self.events);
+            self.manager = manager;
+            self._reaper = reaper;
+        }
         self.worker = Some(Arc::new(worker));
+        self.worker_device = device;
+    }
+
+    /// Where the model worker's models run.
+    pub(crate) fn worker_device(&self) -> DeviceKind {
+        self.worker_device
     }
 
     /// The model worker, when one is configured.
@@ -251,17 +265,30 @@ impl GpuSide {
             .saturating_mul(4 * EMBED_TOKENS * EMBED_ACTIVATION_FACTOR)
             .max(1);
         let mut pacer = BatchPacer::new(priority, embedder.batch_size(), per_item, THERMAL_PAUSE);
+        // The worker's embedder holds GPU memory only once admitted.
+        let worker_admitted = match &self.worker {
+            Some(_) => self.admit_worker_embedder(embedder, per_item)?,
+            None => false,
+        };
+        let _in_use = self.worker_embedder_in_use();
         // Work on the CPU is sized by throughput from the start; a
         // simulated GPU is exercised even when the build cannot use it.
-        let start = if self.worker.is_some() {
+        let start = if worker_admitted {
             // The worker stands for the device; the CPU is the fallback.
             Target::Gpu
-        } else if self.device() == DeviceKind::Cpu && self.telemetry.as_simulated().is_none() {
+        } else if self.worker.is_some()
+            || (self.device() == DeviceKind::Cpu && self.telemetry.as_simulated().is_none())
+        {
             Target::Cpu
         } else {
             Target::Gpu
         };
-        let index = match self.device() {
+        let device = if self.worker.is_some() {
+            self.worker_device
+        } else {
+            self.device()
+        };
+        let index = match device {
             DeviceKind::Cuda(index) => u32::try_from(index).unwrap_or(0),
             DeviceKind::Metal | DeviceKind::Cpu => 0,
         };
@@ -375,7 +402,7 @@ impl GpuSide {
         slot: &LlmSlot,
     ) -> Result<DeviceKind, EngineError> {
         let unload_slot = Arc::downgrade(slot);
-        self.admit_llm_with(path, context, kv, move || {
+        self.admit_llm_with(self.device(), path, context, kv, move || {
             if let Some(slot) = unload_slot.upgrade() {
                 slot.lock().unwrap_or_else(PoisonError::into_inner).take();
             }
@@ -392,7 +419,7 @@ impl GpuSide {
         kv: Option<KvDtype>,
     ) -> Result<DeviceKind, EngineError> {
         let worker = self.worker.as_ref().map(Arc::downgrade);
-        self.admit_llm_with(path, context, kv, move || {
+        self.admit_llm_with(self.worker_device, path, context, kv, move || {
             if let Some(worker) = worker.as_ref().and_then(std::sync::Weak::upgrade) {
                 if let Err(error) = worker.unload_llm() {
                     tracing::warn!(%error, "the model worker did not unload its language model");
@@ -405,14 +432,15 @@ impl GpuSide {
     /// the reservation).
     fn admit_llm_with(
         &self,
+        device: DeviceKind,
         path: &Path,
         context: usize,
         kv: Option<KvDtype>,
         unload: impl Fn() + Send + Sync + 'static,
     ) -> Result<DeviceKind, EngineError> {
         self.release_llm();
-        if !matches!(self.device(), DeviceKind::Cuda(_)) {
-            return Ok(self.device());
+        if !matches!(device, DeviceKind::Cuda(_)) {
+            return Ok(device);
         }
         let estimate = llm_footprint(path, context, kv)?.estimate();
         let name = path
@@ -471,6 +499,83 @@ impl GpuSide {
 }
 
 impl GpuSide {
+    /// Admits the embedder the model worker is to hold, before its first
+    /// batch: on a GPU the manager reserves its weights and one batch of
+    /// `per_item`-byte activations (evicting it unloads it in the worker);
+    /// a worker on the CPU needs no reservation. Returns whether batches
+    /// go to the worker; `false` when the manager sent the model to the
+    /// CPU (the reason is published as an event), so they run in process.
+    fn admit_worker_embedder(
+        &self,
+        embedder: &Embedder,
+        per_item: u64,
+    ) -> Result<bool, EngineError> {
+        if !matches!(self.worker_device, DeviceKind::Cuda(_)) {
+            return Ok(true);
+        }
+        let mut held = self
+            .worker_embedder
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if held.as_ref().is_some_and(|(dir, _)| dir == embedder.dir()) {
+            return Ok(true);
+        }
+        // A reservation for another model (before a model switch) goes.
+        *held = None;
+        drop(held);
+        let weights: u64 = std::fs::read_dir(embedder.dir())
+            .map(|entries| {
+                entries
+                    .flatten()
+                    .filter(|e| e.path().extension().is_some_and(|x| x == "safetensors"))
+                    .filter_map(|e| e.metadata().ok())
+                    .map(|m| m.len())
+                    .sum()
+            })
+            .unwrap_or(0);
+        let batch = per_item.saturating_mul(embedder.batch_size() as u64);
+        let name = crate::config::embedder_name(embedder.dir())
+            .unwrap_or_else(|| embedder.dir().display().to_string());
+        let worker = self.worker.as_ref().map(Arc::downgrade);
+        let slot = Arc::downgrade(&self.worker_embedder);
+        let unloader = move || {
+            if let Some(worker) = worker.as_ref().and_then(std::sync::Weak::upgrade) {
+                if let Err(error) = worker.unload_embedder() {
+                    tracing::warn!(%error, "the model worker did not unload its embedder");
+                }
+            }
+            if let Some(slot) = slot.upgrade() {
+                slot.lock().unwrap_or_else(PoisonError::into_inner).take();
+            }
+        };
+        let request = ModelRequest::new(name, ModelKind::Small, weights.saturating_add(batch));
+        match self.manager.admit(request, unloader)? {
+            Admission::Gpu(reservation) => {
+                reservation.loaded();
+                *self
+                    .worker_embedder
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner) =
+                    Some((embedder.dir().to_path_buf(), reservation));
+                Ok(true)
+            }
+            Admission::Cpu { reason } => {
+                tracing::warn!(%reason, "the embedder runs in process on the CPU");
+                Ok(false)
+            }
+        }
+    }
+
+    /// Marks the worker's embedder as in use until the guard drops, so
+    /// that it is not unloaded as idle in the middle of a run.
+    fn worker_embedder_in_use(&self) -> Option<InUse> {
+        self.worker_embedder
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .as_ref()
+            .map(|(_, reservation)| reservation.begin_use())
+    }
+
     /// Asks the manager to place a small model (embedder, reranker) of
     /// `bytes`. Returns the device to load it on, with the reservation
     /// when that is the GPU; off CUDA the engine's device is used as is,
@@ -495,6 +600,29 @@ impl GpuSide {
             }
         }
     }
+}
+
+/// A manager planning `device`'s memory, and its idle-model timer when
+/// models unload after `idle`.
+fn manager_for(
+    telemetry: &Arc<dyn TelemetryBackend>,
+    device: DeviceKind,
+    idle: Option<Duration>,
+    events: &EventBus,
+) -> (GpuManager, Option<IdleReaper>) {
+    let config = ManagerConfig {
+        idle_timeout: idle.unwrap_or(Duration::MAX),
+        ..ManagerConfig::default()
+    };
+    let manager = GpuManager::new(telemetry.clone(), device, config, events.clone());
+    let reaper = idle.and_then(|timeout| {
+        let every = (timeout / 4).clamp(Duration::from_millis(10), Duration::from_secs(30));
+        manager
+            .start_idle_reaper(every)
+            .map_err(|error| tracing::warn!(%error, "idle model timer did not start"))
+            .ok()
+    });
+    (manager, reaper)
 }
 
 /// One batch in the model worker. Its out-of-memory errors take the
@@ -829,6 +957,92 @@ mod tests {
         (0..n)
             .map(|i| format!("Passage {i} about {} things.", "many ".repeat(i % 5)))
             .collect()
+    }
+
+    /// A CPU-only engine whose model worker runs on simulated CUDA GPU 0:
+    /// the worker binary named does not exist, so every batch it is sent
+    /// is lost and finishes on the CPU.
+    fn cpu_engine_with_gpu_worker(options: &str) -> GpuSide {
+        cpu_engine_with_gpu_worker_idle(options, None)
+    }
+
+    /// [`cpu_engine_with_gpu_worker`] unloading models idle for `idle`.
+    fn cpu_engine_with_gpu_worker_idle(options: &str, idle: Option<Duration>) -> GpuSide {
+        let sim: Arc<dyn TelemetryBackend> = Arc::new(SimulatedGpu::new(
+            options.parse().expect("simulator options"),
+        ));
+        let caps = Capabilities {
+            cuda: false,
+            metal: false,
+        };
+        let status = lectern_gpu::status(DevicePreference::Auto, caps, sim.as_ref())
+            .expect("auto never fails");
+        assert_eq!(status.selected, DeviceKind::Cpu);
+        let mut side = GpuSide::from_parts(sim, status, idle);
+        let config = crate::worker::WorkerConfig::new("/nonexistent/lectern-worker");
+        side.use_worker(
+            WorkerSupervisor::new(config, DevicePreference::Auto),
+            DeviceKind::Cuda(0),
+        );
+        side
+    }
+
+    #[test]
+    fn the_workers_gpu_embedder_is_reserved_and_unloaded_like_any_model() {
+        let side = cpu_engine_with_gpu_worker("vram=16GiB");
+        let embedder = embedder();
+        let texts = passages(40);
+        let want = embedder
+            .embed_passages(&texts.iter().map(String::as_str).collect::<Vec<_>>())
+            .unwrap();
+        let got = side
+            .embed_passages(&embedder, &texts, Priority::Background)
+            .unwrap();
+        assert_close(&want, &got);
+        // The manager plans the worker's GPU: the embedder holds a
+        // reservation of its weights and a batch, and the worker was tried.
+        let residents = side.manager.residents();
+        assert_eq!(residents.len(), 1, "{residents:?}");
+        assert_eq!(residents[0].kind, ModelKind::Small);
+        assert!(residents[0].bytes > 80_000_000, "{residents:?}");
+        assert!(side.worker().unwrap().status().starts + side.worker().unwrap().status().lost <= 1);
+        assert!(side.worker().unwrap().status().last_error.is_some());
+        // A second run keeps the same reservation.
+        side.embed_passages(&embedder, &texts[..4], Priority::Background)
+            .unwrap();
+        assert_eq!(side.manager.residents().len(), 1);
+    }
+
+    #[test]
+    fn an_idle_worker_embedder_is_unloaded_and_its_reservation_dropped() {
+        let side = cpu_engine_with_gpu_worker_idle("vram=16GiB", Some(Duration::from_millis(50)));
+        let embedder = embedder();
+        side.embed_passages(&embedder, &passages(4), Priority::Background)
+            .unwrap();
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while !side.manager.residents().is_empty() && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        assert!(side.manager.residents().is_empty());
+        assert!(side.worker_embedder.lock().unwrap().is_none());
+    }
+
+    #[test]
+    fn a_worker_embedder_that_does_not_fit_runs_in_process_without_the_worker() {
+        let side = cpu_engine_with_gpu_worker("vram=64MiB");
+        let embedder = embedder();
+        let texts = passages(10);
+        let want = embedder
+            .embed_passages(&texts.iter().map(String::as_str).collect::<Vec<_>>())
+            .unwrap();
+        let got = side
+            .embed_passages(&embedder, &texts, Priority::Background)
+            .unwrap();
+        assert_close(&want, &got);
+        assert!(side.manager.residents().is_empty());
+        // The worker was never started for it.
+        let status = side.worker().unwrap().status();
+        assert_eq!((status.starts, status.last_error), (0, None));
     }
 
     fn assert_close(expected: &[Vec<f32>], got: &[Vec<f32>]) {

@@ -179,7 +179,16 @@ impl Engine {
         let gpu = gpu_side.status().clone();
         let worker_plan = worker_policy::plan_in_background(&config, &gpu).await?;
         if let Some(worker) = &worker_plan.config {
-            gpu_side.use_worker(worker::WorkerSupervisor::new(worker.clone(), config.device));
+            // Where the worker said its models run; this engine's device
+            // when it was not asked (a worker named explicitly).
+            let device = worker_plan
+                .hello
+                .as_ref()
+                .map_or(gpu.selected, |hello| hello.device);
+            gpu_side.use_worker(
+                worker::WorkerSupervisor::new(worker.clone(), config.device),
+                device,
+            );
         }
         let device = gpu.selected;
         tracing::info!(device = %device, reason = %gpu.reason, "compute device");

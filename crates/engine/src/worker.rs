@@ -1200,6 +1200,22 @@ impl WorkerSupervisor {
         })
     }
 
+    /// Drops the worker's embedder, if it holds one; the next batch loads
+    /// it again.
+    pub fn unload_embedder(&self) -> Result<(), WorkerError> {
+        let mut state = self.lock();
+        let state = &mut *state;
+        if state.model.take().is_none() {
+            return Ok(());
+        }
+        let result = match state.process.as_mut() {
+            Some(process) => process.unload(),
+            None => Ok(()),
+        };
+        self.settle(state, &result);
+        result
+    }
+
     /// Drops the worker's language model, if it holds one.
     pub fn unload_llm(&self) -> Result<(), WorkerError> {
         let mut state = self.lock();
