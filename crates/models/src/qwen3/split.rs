@@ -35,7 +35,7 @@ const CANDLE_THREADS_VAR: &str = "CANDLE_NUM_THREADS";
 /// Bytes of weights one one-token task covers at most, roughly, beyond the
 /// minimum of two tasks per thread: fewer, larger tasks cost less fixed
 /// overhead as long as the threads stay evenly loaded.
-const TASK_BYTES: usize = 4 * 1024 * 1024;
+const TASK_BYTES: usize = 1024 * 1024;
 /// Most tasks one matrix is cut into (each costs a little fixed overhead).
 const MAX_PARTS: usize = 64;
 /// Row counts of one-token tasks are multiples of this.
