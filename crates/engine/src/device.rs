@@ -987,18 +987,23 @@ mod tests {
         side
     }
 
+    /// `side` embeds `texts` exactly as `embedder` does in this process.
+    fn embeds_as_in_process(side: &GpuSide, embedder: &Arc<Embedder>, texts: &[String]) {
+        let want = embedder
+            .embed_passages(&texts.iter().map(String::as_str).collect::<Vec<_>>())
+            .unwrap();
+        let got = side
+            .embed_passages(embedder, texts, Priority::Background)
+            .unwrap();
+        assert_close(&want, &got);
+    }
+
     #[test]
     fn the_workers_gpu_embedder_is_reserved_and_unloaded_like_any_model() {
         let side = cpu_engine_with_gpu_worker("vram=16GiB");
         let embedder = embedder();
         let texts = passages(40);
-        let want = embedder
-            .embed_passages(&texts.iter().map(String::as_str).collect::<Vec<_>>())
-            .unwrap();
-        let got = side
-            .embed_passages(&embedder, &texts, Priority::Background)
-            .unwrap();
-        assert_close(&want, &got);
+        embeds_as_in_process(&side, &embedder, &texts);
         // The manager plans the worker's GPU: the embedder holds a
         // reservation of its weights and a batch, and the worker was tried.
         let residents = side.manager.residents();
@@ -1032,13 +1037,7 @@ mod tests {
         let side = cpu_engine_with_gpu_worker("vram=64MiB");
         let embedder = embedder();
         let texts = passages(10);
-        let want = embedder
-            .embed_passages(&texts.iter().map(String::as_str).collect::<Vec<_>>())
-            .unwrap();
-        let got = side
-            .embed_passages(&embedder, &texts, Priority::Background)
-            .unwrap();
-        assert_close(&want, &got);
+        embeds_as_in_process(&side, &embedder, &texts);
         assert!(side.manager.residents().is_empty());
         // The worker was never started for it.
         let status = side.worker().unwrap().status();

@@ -1097,24 +1097,7 @@ impl WorkerSupervisor {
         let mut state = self.lock();
         let state = &mut *state;
         let result = self.embed_locked(state, embedder, texts, kind);
-        match &result {
-            Ok(_) => state.lost_in_a_row = 0,
-            Err(error) => {
-                state.status.last_error = Some(error.to_string());
-                if error.ended_process() {
-                    state.process = None;
-                    state.model = None;
-                    state.status.lost += 1;
-                    state.lost_in_a_row += 1;
-                    // A worker that dies again right after a restart is
-                    // left alone for the back-off, like a failed start.
-                    if state.lost_in_a_row >= LOSSES_BEFORE_BACKOFF {
-                        state.failed_start = Some((Instant::now(), error.clone()));
-                    }
-                }
-            }
-        }
-        self.publish(state);
+        self.settle(state, &result);
         result
     }
 
@@ -1125,31 +1108,7 @@ impl WorkerSupervisor {
         texts: &[&str],
         kind: EmbedKind,
     ) -> Result<Vec<Vec<f32>>, WorkerError> {
-        if state.process.is_none() {
-            if let Some((at, error)) = &state.failed_start {
-                let waited = at.elapsed();
-                if waited < self.config.restart_backoff {
-                    return Err(WorkerError::Unavailable {
-                        reason: error.to_string(),
-                        retry_in: self.config.restart_backoff - waited,
-                    });
-                }
-            }
-            match WorkerProcess::start(&self.config) {
-                Ok(process) => {
-                    state.status.starts += 1;
-                    state.status.last_pid = Some(process.pid());
-                    state.failed_start = None;
-                    state.model = None;
-                    state.process = Some(process);
-                }
-                Err(error) => {
-                    tracing::warn!(%error, "model worker did not start");
-                    state.failed_start = Some((Instant::now(), error.clone()));
-                    return Err(error);
-                }
-            }
-        }
+        self.ensure_process(state)?;
         let Some(process) = state.process.as_mut() else {
             return Err(WorkerError::Protocol("no worker process".into()));
         };
@@ -1250,9 +1209,9 @@ impl WorkerSupervisor {
         result
     }
 
-    /// Starts the worker if none runs (honouring the back-off after a
-    /// failed start) and loads `spec` into it unless it holds it already.
-    fn ensure_llm(&self, state: &mut SupervisorState, spec: &LlmSpec) -> Result<(), WorkerError> {
+    /// Starts the worker if none runs, unless a failed start is still
+    /// within its back-off. A new process holds no model.
+    fn ensure_process(&self, state: &mut SupervisorState) -> Result<(), WorkerError> {
         if state.process.is_none() {
             if let Some((at, error)) = &state.failed_start {
                 let waited = at.elapsed();
@@ -1279,6 +1238,13 @@ impl WorkerSupervisor {
                 }
             }
         }
+        Ok(())
+    }
+
+    /// Starts the worker if none runs (honouring the back-off after a
+    /// failed start) and loads `spec` into it unless it holds it already.
+    fn ensure_llm(&self, state: &mut SupervisorState, spec: &LlmSpec) -> Result<(), WorkerError> {
+        self.ensure_process(state)?;
         let Some(process) = state.process.as_mut() else {
             return Err(WorkerError::Protocol("no worker process".into()));
         };
