@@ -109,6 +109,10 @@ pub struct GpuPanel {
     pub history: Vec<GpuTick>,
     /// Models holding GPU memory: name, kind and size.
     pub residents: Vec<ResidentView>,
+    /// Where models run when a GPU is seen or the model worker is used:
+    /// in the model worker (on which device, in which state) or in this
+    /// process (and why). `None` otherwise.
+    pub worker: Option<String>,
 }
 
 /// A model holding GPU memory.
@@ -361,7 +365,9 @@ pub async fn gpu_panel(state: State<'_, AppState>) -> CommandResult<GpuPanel> {
                         active_model: active.clone(),
                     })
                     .collect();
-                panel_of(&status, true, history, &report)
+                let mut panel = panel_of(&status, true, history, &report);
+                panel.worker = worker_line(&engine.worker_report(), panel.no_gpu);
+                panel
             }
             None => {
                 let status = lectern_engine::gpu_status(preference).ok();
@@ -375,6 +381,7 @@ pub async fn gpu_panel(state: State<'_, AppState>) -> CommandResult<GpuPanel> {
                         .unwrap_or_else(|| "CPU".to_owned()),
                     history: Vec::new(),
                     residents: Vec::new(),
+                    worker: None,
                 }
             }
         }
@@ -382,6 +389,28 @@ pub async fn gpu_panel(state: State<'_, AppState>) -> CommandResult<GpuPanel> {
     .await
     .map_err(|e| crate::error::CommandError::internal(e.to_string()))?;
     Ok(panel)
+}
+
+/// The panel's line on where models run, from the engine's worker report:
+/// shown when the worker is used, or when a GPU is seen but models stay in
+/// this process.
+fn worker_line(report: &lectern_engine::WorkerReport, no_gpu: bool) -> Option<String> {
+    if report.plan.used {
+        let device = report
+            .device
+            .map_or_else(|| "its device".to_owned(), |d| d.to_string());
+        Some(format!(
+            "Models run in the model worker on {device} · {}",
+            report.state
+        ))
+    } else if !no_gpu {
+        Some(format!(
+            "Models run in this process: {}",
+            report.plan.reason
+        ))
+    } else {
+        None
+    }
 }
 
 fn panel_of(
@@ -410,12 +439,50 @@ fn panel_of(
                 in_use: m.in_use,
             })
             .collect(),
+        worker: None,
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    use lectern_engine::gpu::DeviceKind;
+
+    fn worker_report(used: bool, device: Option<DeviceKind>) -> lectern_engine::WorkerReport {
+        lectern_engine::WorkerReport {
+            plan: lectern_engine::WorkerPlan {
+                mode: lectern_engine::WorkerModeKind::Auto,
+                program: None,
+                found: used,
+                hello: None,
+                used,
+                reason: "no model worker binary was found".into(),
+                config: None,
+            },
+            cuda_build: Some(used),
+            device,
+            device_reason: None,
+            state: if used { "running" } else { "not started" }.into(),
+            status: None,
+        }
+    }
+
+    #[test]
+    fn the_panel_says_where_models_run() {
+        let used = worker_report(true, Some(DeviceKind::Cuda(0)));
+        assert_eq!(
+            worker_line(&used, false).as_deref(),
+            Some("Models run in the model worker on cuda:0 · running")
+        );
+        let unused = worker_report(false, None);
+        assert_eq!(
+            worker_line(&unused, false).as_deref(),
+            Some("Models run in this process: no model worker binary was found")
+        );
+        // Without a GPU there is nothing to say.
+        assert_eq!(worker_line(&unused, true), None);
+    }
 
     fn snapshot(used_gib: u64, temp: u32, power_w: u32) -> GpuSnapshot {
         GpuSnapshot {

@@ -349,6 +349,12 @@ export type GpuPanel = {
 	history: GpuTick[],
 	/**  Models holding GPU memory: name, kind and size. */
 	residents: ResidentView[],
+	/**
+	 *  Where models run when a GPU is seen or the model worker is used:
+	 *  in the model worker (on which device, in which state) or in this
+	 *  process (and why). `None` otherwise.
+	 */
+	worker: string | null,
 };
 
 /**  One GPU's readings at one moment. */

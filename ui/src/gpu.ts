@@ -188,6 +188,7 @@ function render(): void {
       : h("strong", { class: "gpu-device", text: panel.device }),
     panel.noGpu && h("span", { class: "muted", text: panel.noGpuReason ? `Running on the CPU · ${panel.noGpuReason}` : "Running on the CPU" }),
     h("span", { class: "gpu-model muted", text: `Model: ${last?.activeModel ?? "none loaded"}` }),
+    panel.worker && h("span", { class: "gpu-worker muted", text: panel.worker }),
   );
   const groups: HTMLElement[] = [];
   if (!last) {

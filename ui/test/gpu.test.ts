@@ -42,6 +42,7 @@ const panel = (extra: Partial<GpuPanel> = {}): GpuPanel => ({
   device: "cuda:0 · NVIDIA H200",
   history: [tick(1000, [reading()]), tick(3000, [reading({ utilizationPct: 30 })])],
   residents: [{ name: "qwen3-4b", kind: "llm", bytes: 9 * GiB, inUse: false }],
+  worker: null,
   ...extra,
 });
 
@@ -151,6 +152,21 @@ describe("GPU panel", () => {
     expect(points("ram")).toBe(2);
     expect(live.querySelector('.chart[data-series="vram"]')).toBeNull();
     expect(live.textContent).toContain("Model: none loaded");
+  });
+
+  it("says where models run when the model worker holds them", async () => {
+    fakeBackend({ gpu_panel: () => panel({ worker: "Models run in the model worker on cuda:0 · running" }) }, { events: true });
+    const gpu = await import("../src/gpu");
+    await gpu.startGpuPanel();
+    expect(document.querySelector("#gpu-live .gpu-worker")?.textContent).toBe("Models run in the model worker on cuda:0 · running");
+  });
+
+  it("shows no worker line when there is nothing to say", async () => {
+    fakeBackend({ gpu_panel: () => panel() }, { events: true });
+    const gpu = await import("../src/gpu");
+    await gpu.startGpuPanel();
+    expect(document.getElementById("gpu-live")?.textContent).toContain("cuda:0 · NVIDIA H200");
+    expect(document.querySelector("#gpu-live .gpu-worker")).toBeNull();
   });
 
   it("reports a failing backend in the panel", async () => {
