@@ -295,15 +295,8 @@ impl KvCache {
     }
 
     /// Writes `k` and `v` (`(1, kv_heads, n, head_dim)`) of `layer` at the
-    /// current end, then returns everything held for that layer including
-    /// them, in `dtype`.
-    pub(crate) fn append(
-        &self,
-        layer: usize,
-        k: &Tensor,
-        v: &Tensor,
-        dtype: DType,
-    ) -> Result<(Tensor, Tensor)> {
+    /// current end; returns how many tokens the layer then holds.
+    fn write(&self, layer: usize, k: &Tensor, v: &Tensor) -> Result<usize> {
         let n = k.dim(2)?;
         if self.len + n > self.capacity {
             candle_core::bail!(
@@ -314,7 +307,20 @@ impl KvCache {
         }
         self.keys[layer].write(k, self.len)?;
         self.values[layer].write(v, self.len)?;
-        let total = self.len + n;
+        Ok(self.len + n)
+    }
+
+    /// Writes `k` and `v` (`(1, kv_heads, n, head_dim)`) of `layer` at the
+    /// current end, then returns everything held for that layer including
+    /// them, in `dtype`.
+    pub(crate) fn append(
+        &self,
+        layer: usize,
+        k: &Tensor,
+        v: &Tensor,
+        dtype: DType,
+    ) -> Result<(Tensor, Tensor)> {
+        let total = self.write(layer, k, v)?;
         let k = self.keys[layer].read(total, dtype)?;
         let v = self.values[layer].read(total, dtype)?;
         Ok((k, v))
@@ -333,15 +339,10 @@ impl KvCache {
         group: usize,
     ) -> Result<Vec<f32>> {
         let (_, kv_heads, n, head_dim) = k.dims4()?;
-        if n != 1 || self.len + 1 > self.capacity {
-            candle_core::bail!(
-                "one-token attention got {n} tokens with {} of {} slots used",
-                self.len,
-                self.capacity
-            );
+        if n != 1 {
+            candle_core::bail!("one-token attention got {n} tokens");
         }
-        self.keys[layer].write(k, self.len)?;
-        self.values[layer].write(v, self.len)?;
+        self.write(layer, k, v)?;
         let held = attend::Held {
             keys: self.keys[layer].clone(),
             values: self.values[layer].clone(),
@@ -359,6 +360,7 @@ impl KvCache {
 
 #[cfg(test)]
 mod tests {
+    use super::super::weights::tests::max_diff;
     use super::*;
 
     #[test]
@@ -426,17 +428,8 @@ mod tests {
             .unwrap();
         assert!(over <= 0.0, "error beyond half a step by {over}");
         // The largest magnitude of each vector is kept exactly (up to f32).
-        let peak_err = (back.abs().unwrap().max_keepdim(3).unwrap()
-            - x.abs().unwrap().max_keepdim(3).unwrap())
-        .unwrap()
-        .abs()
-        .unwrap()
-        .flatten_all()
-        .unwrap()
-        .max(0)
-        .unwrap()
-        .to_scalar::<f32>()
-        .unwrap();
+        let peak = |t: &Tensor| t.abs().unwrap().max_keepdim(3).unwrap();
+        let peak_err = max_diff(&peak(&back), &peak(&x));
         assert!(peak_err < 1e-5, "{peak_err}");
         let zero_back = back.narrow(2, 5, 1).unwrap();
         assert_eq!(
