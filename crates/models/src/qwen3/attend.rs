@@ -17,6 +17,7 @@ use candle_core::{CpuStorage, Device, Result, Storage, Tensor};
 use half::{bf16, f16};
 
 use super::cache::Store;
+use super::qdot::f16_bits_to_f32;
 use super::split;
 
 /// Score-and-sum work (query heads × tokens × head_dim) below which one
@@ -113,15 +114,17 @@ impl Rows<'_> {
         let span = index * dim..(index + 1) * dim;
         match self {
             Rows::F32(v) => &v[span],
+            // Bit arithmetic rather than `to_f32`, which checks the CPU for
+            // a conversion instruction on every value.
             Rows::F16(v) => {
                 for (o, x) in buf.iter_mut().zip(&v[span]) {
-                    *o = x.to_f32();
+                    *o = f16_bits_to_f32(x.to_bits());
                 }
                 buf
             }
             Rows::Bf16(v) => {
                 for (o, x) in buf.iter_mut().zip(&v[span]) {
-                    *o = x.to_f32();
+                    *o = f32::from_bits((x.to_bits() as u32) << 16);
                 }
                 buf
             }
