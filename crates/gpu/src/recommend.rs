@@ -36,9 +36,10 @@ impl WeightFormat {
 
     /// The KV cache a load of these weights stores unless told otherwise:
     /// 16 bits a value on a GPU (bf16 for bf16 weights, f16 for GGUF
-    /// files), f32 on a CPU, where the model computes in f32.
+    /// files) and for GGUF files on a CPU; f32 for f32 or bf16 weights on
+    /// a CPU, where the model computes in f32.
     pub fn default_kv(self, cpu: bool) -> KvBytes {
-        if cpu {
+        if cpu && !self.is_quantized() {
             KvBytes::F32
         } else {
             KvBytes::SIXTEEN_BIT
@@ -432,23 +433,31 @@ mod tests {
         let r = |budget| recommend_llm(&family(), budget, 8192);
         let gpu = r(MemoryBudget::Gpu { bytes: 64 * GIB });
         let cpu = r(MemoryBudget::Cpu { bytes: 64 * GIB });
-        let kv = |rec: &Recommendation| {
+        let kv = |rec: &Recommendation, format: WeightFormat| {
             let v = rec
                 .variants
                 .iter()
-                .find(|v| v.model == "qwen3-0.6b" && v.format == WeightFormat::Q4KM)
+                .find(|v| v.model == "qwen3-0.6b" && v.format == format)
                 .unwrap();
             v.estimate.kv_cache
         };
-        // The CPU computes, and caches, in f32: twice a GPU's 16 bits.
-        assert_eq!(kv(&cpu), 2 * kv(&gpu));
+        // GGUF weights cache 16 bits a value on either device; bf16
+        // weights on the CPU compute, and cache, in f32: twice 16 bits.
+        assert_eq!(kv(&cpu, WeightFormat::Q4KM), kv(&gpu, WeightFormat::Q4KM));
+        assert_eq!(
+            kv(&cpu, WeightFormat::Bf16),
+            2 * kv(&gpu, WeightFormat::Bf16)
+        );
         let chosen = recommend_llm_with_kv(
             &family(),
             MemoryBudget::Cpu { bytes: 64 * GIB },
             8192,
             KvBytes::SIXTEEN_BIT,
         );
-        assert_eq!(kv(&chosen), kv(&gpu));
+        assert_eq!(
+            kv(&chosen, WeightFormat::Bf16),
+            kv(&gpu, WeightFormat::Bf16)
+        );
     }
 
     #[test]

@@ -74,7 +74,8 @@ impl Qwen3Options {
     /// The KV cache type such a load stores: `kv_dtype`, or the one of
     /// the activation dtype.
     pub fn cache_type(&self, format: LlmFormat, cpu: bool) -> Result<KvDtype, ModelError> {
-        kv_dtype_for(self.kv_dtype, self.activation_dtype(format, cpu), cpu)
+        let gguf = format == LlmFormat::Gguf;
+        kv_dtype_for(self.kv_dtype, self.activation_dtype(format, cpu), cpu, gguf)
             .map_err(ModelError::Device)
     }
 }
@@ -267,12 +268,19 @@ fn gguf_config(path: &Path, content: &gguf_file::Content) -> Result<Qwen3Config,
     Ok(cfg)
 }
 
-/// The cache type `requested`, or the one matching the activation dtype
-/// (16 bits for f32 activations on a GPU).
-fn kv_dtype_for(requested: Option<KvDtype>, dtype: DType, cpu: bool) -> Result<KvDtype, String> {
+/// The cache type `requested`, or the one matching the activation dtype,
+/// except that f32 activations keep a 16-bit cache on a GPU and, for GGUF
+/// weights, on the CPU too: half the memory of f32 at the same decoding
+/// speed (a cached row is widened as attention reads it).
+fn kv_dtype_for(
+    requested: Option<KvDtype>,
+    dtype: DType,
+    cpu: bool,
+    gguf: bool,
+) -> Result<KvDtype, String> {
     match requested {
         Some(kind) => Ok(kind),
-        None if !cpu && dtype == DType::F32 => Ok(KvDtype::F16),
+        None if dtype == DType::F32 && (!cpu || gguf) => Ok(KvDtype::F16),
         None => KvDtype::from_dtype(dtype).ok_or_else(|| {
             format!(
                 "no KV cache type matches activations in {dtype:?}; choose f32, f16, bf16 or q8"
@@ -358,8 +366,9 @@ impl Qwen3 {
     ) -> Result<Self, ModelError> {
         let err = |e: candle_core::Error| invalid(path, e);
         let dtype = w.dtype();
-        let kv_dtype =
-            kv_dtype_for(opts.kv_dtype, dtype, device.is_cpu()).map_err(ModelError::Device)?;
+        let gguf = matches!(w, WeightSource::Gguf { .. });
+        let kv_dtype = kv_dtype_for(opts.kv_dtype, dtype, device.is_cpu(), gguf)
+            .map_err(ModelError::Device)?;
         let h = cfg.hidden_size;
         let qd = cfg.num_attention_heads * cfg.head_dim;
         let kvd = cfg.num_key_value_heads * cfg.head_dim;
@@ -709,7 +718,7 @@ mod tests {
     fn default_cache_types_follow_the_device_and_format() {
         let opts = Qwen3Options::new(1024);
         let kind = |format, cpu| opts.cache_type(format, cpu).unwrap();
-        assert_eq!(kind(LlmFormat::Gguf, true), KvDtype::F32);
+        assert_eq!(kind(LlmFormat::Gguf, true), KvDtype::F16);
         assert_eq!(kind(LlmFormat::Safetensors, true), KvDtype::F32);
         assert_eq!(kind(LlmFormat::Gguf, false), KvDtype::F16);
         assert_eq!(kind(LlmFormat::Safetensors, false), KvDtype::Bf16);
