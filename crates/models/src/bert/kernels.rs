@@ -7,7 +7,7 @@
 //! polynomial approximations (relative error about 1e-7) so the loops
 //! vectorise.
 
-use candle_core::{CpuStorage, CustomOp1, CustomOp2, Layout, Shape};
+use candle_core::{CpuStorage, CustomOp1, InplaceOp1, InplaceOp2, Layout, Shape};
 use rayon::prelude::*;
 
 /// Rows handed to one rayon task at least; smaller splits cost more than they save.
@@ -155,6 +155,22 @@ fn contiguous_f32<'a>(
     }
 }
 
+fn contiguous_f32_mut<'a>(
+    storage: &'a mut CpuStorage,
+    layout: &Layout,
+    op: &str,
+) -> candle_core::Result<&'a mut [f32]> {
+    let CpuStorage::F32(data) = storage else {
+        return Err(candle_core::Error::Msg(format!("{op}: input is not f32")));
+    };
+    match layout.contiguous_offsets() {
+        Some((start, end)) => Ok(&mut data[start..end]),
+        None => Err(candle_core::Error::Msg(format!(
+            "{op}: input is not contiguous"
+        ))),
+    }
+}
+
 fn last_dim(layout: &Layout, op: &str) -> candle_core::Result<usize> {
     layout
         .dims()
@@ -163,18 +179,17 @@ fn last_dim(layout: &Layout, op: &str) -> candle_core::Result<usize> {
         .ok_or_else(|| candle_core::Error::Msg(format!("{op}: scalar input")))
 }
 
-/// `gelu(x + bias)` over the last dimension.
+/// `gelu(x + bias)` over the last dimension, in place.
 pub(crate) struct BiasGelu<'a> {
     pub bias: &'a [f32],
 }
 
-impl CustomOp1 for BiasGelu<'_> {
+impl InplaceOp1 for BiasGelu<'_> {
     fn name(&self) -> &'static str {
         "bias-gelu"
     }
 
-    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
-        let x = contiguous_f32(s, l, self.name())?;
+    fn cpu_fwd(&self, s: &mut CpuStorage, l: &Layout) -> candle_core::Result<()> {
         let cols = last_dim(l, self.name())?;
         if cols != self.bias.len() {
             return Err(candle_core::Error::Msg(format!(
@@ -182,27 +197,26 @@ impl CustomOp1 for BiasGelu<'_> {
                 self.bias.len()
             )));
         }
-        let mut out = vec![0f32; x.len()];
+        let x = contiguous_f32_mut(s, l, self.name())?;
         let rpt = rows_per_task(cols);
-        out.par_chunks_mut(rpt * cols)
-            .zip(x.par_chunks(rpt * cols))
-            .for_each(|(o, x)| {
-                simd(
-                    #[inline(always)]
-                    || {
-                        for (o, x) in o.chunks_exact_mut(cols).zip(x.chunks_exact(cols)) {
-                            for ((o, &x), &b) in o.iter_mut().zip(x).zip(self.bias) {
-                                *o = gelu(x + b);
-                            }
+        x.par_chunks_mut(rpt * cols).for_each(|x| {
+            simd(
+                #[inline(always)]
+                || {
+                    for x in x.chunks_exact_mut(cols) {
+                        for (x, &b) in x.iter_mut().zip(self.bias) {
+                            *x = gelu(*x + b);
                         }
-                    },
-                )
-            });
-        Ok((CpuStorage::F32(out), l.shape().clone()))
+                    }
+                },
+            )
+        });
+        Ok(())
     }
 }
 
-/// `LayerNorm(x + bias + residual)` over the last dimension.
+/// `LayerNorm(x + bias + residual)` over the last dimension, in place in
+/// `x`.
 pub(crate) struct BiasResidualNorm<'a> {
     pub bias: &'a [f32],
     pub gamma: &'a [f32],
@@ -210,20 +224,18 @@ pub(crate) struct BiasResidualNorm<'a> {
     pub eps: f32,
 }
 
-impl CustomOp2 for BiasResidualNorm<'_> {
+impl InplaceOp2 for BiasResidualNorm<'_> {
     fn name(&self) -> &'static str {
         "bias-residual-layernorm"
     }
 
     fn cpu_fwd(
         &self,
-        s1: &CpuStorage,
+        s1: &mut CpuStorage,
         l1: &Layout,
         s2: &CpuStorage,
         l2: &Layout,
-    ) -> candle_core::Result<(CpuStorage, Shape)> {
-        let x = contiguous_f32(s1, l1, self.name())?;
-        let r = contiguous_f32(s2, l2, self.name())?;
+    ) -> candle_core::Result<()> {
         let cols = last_dim(l1, self.name())?;
         if l1.shape() != l2.shape() || cols != self.bias.len() || cols != self.gamma.len() {
             return Err(candle_core::Error::Msg(format!(
@@ -233,45 +245,41 @@ impl CustomOp2 for BiasResidualNorm<'_> {
                 self.bias.len()
             )));
         }
-        let mut out = vec![0f32; x.len()];
+        let r = contiguous_f32(s2, l2, self.name())?;
+        let x = contiguous_f32_mut(s1, l1, self.name())?;
         let rpt = rows_per_task(cols);
-        out.par_chunks_mut(rpt * cols)
-            .zip(x.par_chunks(rpt * cols).zip(r.par_chunks(rpt * cols)))
-            .for_each(|(o, (x, r))| {
+        x.par_chunks_mut(rpt * cols)
+            .zip(r.par_chunks(rpt * cols))
+            .for_each(|(x, r)| {
                 simd(
                     #[inline(always)]
                     || {
-                        for ((o, x), r) in o
-                            .chunks_exact_mut(cols)
-                            .zip(x.chunks_exact(cols))
-                            .zip(r.chunks_exact(cols))
-                        {
-                            for (((o, &x), &r), &b) in o.iter_mut().zip(x).zip(r).zip(self.bias) {
-                                *o = x + b + r;
+                        for (x, r) in x.chunks_exact_mut(cols).zip(r.chunks_exact(cols)) {
+                            for ((x, &r), &b) in x.iter_mut().zip(r).zip(self.bias) {
+                                *x += b + r;
                             }
-                            layer_norm_row(o, self.gamma, self.beta, self.eps);
+                            layer_norm_row(x, self.gamma, self.beta, self.eps);
                         }
                     },
                 )
             });
-        Ok((CpuStorage::F32(out), l1.shape().clone()))
+        Ok(())
     }
 }
 
-/// Softmax over the last dimension.
+/// Softmax over the last dimension, in place.
 pub(crate) struct Softmax;
 
-impl CustomOp1 for Softmax {
+impl InplaceOp1 for Softmax {
     fn name(&self) -> &'static str {
         "softmax"
     }
 
-    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
-        let x = contiguous_f32(s, l, self.name())?;
+    fn cpu_fwd(&self, s: &mut CpuStorage, l: &Layout) -> candle_core::Result<()> {
         let cols = last_dim(l, self.name())?;
-        let mut out = x.to_vec();
+        let x = contiguous_f32_mut(s, l, self.name())?;
         let rpt = rows_per_task(cols);
-        out.par_chunks_mut(rpt * cols).for_each(|o| {
+        x.par_chunks_mut(rpt * cols).for_each(|o| {
             simd(
                 #[inline(always)]
                 || {
@@ -281,7 +289,7 @@ impl CustomOp1 for Softmax {
                 },
             )
         });
-        Ok((CpuStorage::F32(out), l.shape().clone()))
+        Ok(())
     }
 }
 

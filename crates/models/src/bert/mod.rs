@@ -305,13 +305,16 @@ impl BertEncoder {
                     .narrow(0, start * 3 * h, len * 3 * h)?
                     .reshape((3, heads, len, d))?;
                 let (q, k, v) = (block.get(0)?, block.get(1)?, block.get(2)?);
-                let probs = q.matmul(&k.t()?)?.apply_op1_no_bwd(&Softmax)?;
+                let probs = q.matmul(&k.t()?)?;
+                probs.inplace_op1(&Softmax)?;
                 let ctx = probs.matmul(&v)?; // (heads, len, d)
                 ctx.transpose(0, 1)?.contiguous()?.reshape((len, h))
             })
             .collect::<candle_core::Result<Vec<_>>>()?;
         let ctx = Tensor::cat(&contexts, 0)?;
-        let attn = ctx.matmul(&l.wo)?.apply_op2_no_bwd(
+        // The products' fresh outputs are finished in place.
+        let attn = ctx.matmul(&l.wo)?;
+        attn.inplace_op2(
             x,
             &BiasResidualNorm {
                 bias: &l.bo,
@@ -320,10 +323,10 @@ impl BertEncoder {
                 eps: self.eps,
             },
         )?;
-        let up = attn
-            .matmul(&l.w_up)?
-            .apply_op1_no_bwd(&BiasGelu { bias: &l.b_up })?;
-        up.matmul(&l.w_down)?.apply_op2_no_bwd(
+        let up = attn.matmul(&l.w_up)?;
+        up.inplace_op1(&BiasGelu { bias: &l.b_up })?;
+        let out = up.matmul(&l.w_down)?;
+        out.inplace_op2(
             &attn,
             &BiasResidualNorm {
                 bias: &l.b_down,
@@ -331,7 +334,8 @@ impl BertEncoder {
                 beta: &l.out_beta,
                 eps: self.eps,
             },
-        )
+        )?;
+        Ok(out)
     }
 }
 
