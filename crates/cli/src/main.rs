@@ -105,8 +105,9 @@ enum Command {
         #[arg(long, value_name = "NAME")]
         collection: Option<String>,
         /// Key/value cache type: f32, f16, bf16 or q8 (8-bit with a scale
-        /// per head vector, about half the memory of f16). Default: the
-        /// model's activation dtype, or LECTERN_KV_DTYPE.
+        /// per head vector, about half the memory of f16). Default: f16
+        /// for GGUF models, else the model's activation dtype, or
+        /// LECTERN_KV_DTYPE.
         #[arg(long, value_name = "TYPE", value_parser = parse_kv_dtype)]
         kv_dtype: Option<KvDtype>,
     },
@@ -433,8 +434,9 @@ enum BenchKind {
         /// Threads for the peer.
         #[arg(long, default_value_t = 2)]
         peer_threads: usize,
-        /// Key/value cache type: f32, f16, bf16 or q8. Default: the
-        /// model's activation dtype, or LECTERN_KV_DTYPE.
+        /// Key/value cache type: f32, f16, bf16 or q8. Default: f16 for
+        /// GGUF models, else the model's activation dtype, or
+        /// LECTERN_KV_DTYPE.
         #[arg(long, value_name = "TYPE", value_parser = parse_kv_dtype)]
         kv_dtype: Option<KvDtype>,
         /// Print JSON only.

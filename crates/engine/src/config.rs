@@ -33,8 +33,9 @@ pub struct EngineConfig {
     pub device: DevicePreference,
     /// Most tokens of context the language model may use.
     pub max_context: usize,
-    /// Storage type of the language model's key/value cache; `None` stores
-    /// it in the model's activation dtype. Set from [`KV_DTYPE_ENV_VAR`].
+    /// Storage type of the language model's key/value cache; `None` uses
+    /// the model's default (f16 for GGUF files, else its activation
+    /// dtype). Set from [`KV_DTYPE_ENV_VAR`].
     #[serde(default)]
     pub kv_dtype: Option<KvDtype>,
     /// Ingestion writes finished documents to the stores once this many
@@ -121,8 +122,8 @@ fn default_rerank_depth() -> usize {
 }
 
 /// Environment variable that sets the language model's key/value cache
-/// type: `f32`, `f16`, `bf16` or `q8` (unset or empty: the model's
-/// activation dtype).
+/// type: `f32`, `f16`, `bf16` or `q8` (unset or empty: the model's default,
+/// f16 for GGUF files, else its activation dtype).
 pub const KV_DTYPE_ENV_VAR: &str = "LECTERN_KV_DTYPE";
 
 /// The cache type [`KV_DTYPE_ENV_VAR`] asks for, if any.

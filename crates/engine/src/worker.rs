@@ -306,7 +306,7 @@ pub struct LlmSpec {
     /// Tokens of context to allocate.
     pub context: usize,
     /// Key/value cache type (`f32`, `f16`, `bf16`, `q8`); `None`: the
-    /// activation dtype.
+    /// model's default (f16 for GGUF files, else the activation dtype).
     pub kv_dtype: Option<String>,
 }
 

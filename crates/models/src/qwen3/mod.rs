@@ -46,9 +46,9 @@ pub struct Qwen3Options {
     pub dtype: Option<DType>,
     /// Storage type of the key/value cache; `None` stores it in the
     /// activation dtype ([`Qwen3Options::activation_dtype`]: bf16 for
-    /// safetensors on a GPU, f32 otherwise), except that f32 activations on
-    /// a GPU (GGUF files) keep an f16 cache: half the memory, and attention
-    /// then runs in f16 over it.
+    /// safetensors on a GPU, f32 otherwise), except that GGUF files keep an
+    /// f16 cache: half the memory (on a GPU attention then runs in f16
+    /// over it; on the CPU each row is widened as it is read).
     pub kv_dtype: Option<KvDtype>,
 }
 

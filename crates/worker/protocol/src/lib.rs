@@ -117,7 +117,8 @@ pub enum Request {
         /// model's own limit applies too).
         context: usize,
         /// Storage type of the key/value cache (`f32`, `f16`, `bf16`,
-        /// `q8`); `None` uses the activation dtype.
+        /// `q8`); `None` uses the model's default (f16 for GGUF files,
+        /// else the activation dtype).
         #[serde(default)]
         kv_dtype: Option<String>,
     },
