@@ -123,7 +123,7 @@ pub(crate) fn layer_norm_row(row: &mut [f32], gamma: &[f32], beta: &[f32], eps: 
 
 /// Softmax of one row in place.
 #[inline(always)]
-fn softmax_row(row: &mut [f32]) {
+pub(crate) fn softmax_row(row: &mut [f32]) {
     let m = max8(row);
     for x in row.iter_mut() {
         *x = exp(*x - m);

@@ -9,7 +9,7 @@
 //! activation, residual and LayerNorm are fused kernels (see [`kernels`]).
 //! Matrix products go through candle (gemm).
 
-mod kernels;
+pub(crate) mod kernels;
 
 use candle_core::{DType, Device, Tensor};
 use candle_nn::VarBuilder;

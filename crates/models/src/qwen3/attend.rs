@@ -17,8 +17,9 @@ use candle_core::{CpuStorage, Device, Result, Storage, Tensor};
 use half::{bf16, f16};
 
 use super::cache::Store;
-use super::qdot::f16_bits_to_f32;
+use super::qdot::f16_row;
 use super::split;
+use crate::bert::kernels::{simd, softmax_row};
 
 /// Score-and-sum work (query heads × tokens × head_dim) below which one
 /// thread attends every head: a shared job costs more than it saves.
@@ -114,12 +115,10 @@ impl Rows<'_> {
         let span = index * dim..(index + 1) * dim;
         match self {
             Rows::F32(v) => &v[span],
-            // Bit arithmetic rather than `to_f32`, which checks the CPU for
-            // a conversion instruction on every value.
+            // Whole rows at a time: `to_f32` checks the CPU for a
+            // conversion instruction on every value.
             Rows::F16(v) => {
-                for (o, x) in buf.iter_mut().zip(&v[span]) {
-                    *o = f16_bits_to_f32(x.to_bits());
-                }
+                f16_row(&v[span], buf);
                 buf
             }
             Rows::Bf16(v) => {
@@ -202,9 +201,14 @@ fn head(held: &Held, shape: Shape, h: usize, q: &[f32], out: &mut [f32]) -> Resu
             buf: &mut buf,
         })
     })?;
-    for s in scores.chunks_exact_mut(tokens) {
-        softmax(s);
-    }
+    simd(
+        #[inline(always)]
+        || {
+            for s in scores.chunks_exact_mut(tokens) {
+                softmax_row(s);
+            }
+        },
+    );
     out.fill(0.0);
     with_rows(&held.values, |values| {
         pulp::Arch::new().dispatch(Sums {
@@ -233,7 +237,7 @@ impl pulp::WithSimd for Scores<'_, '_> {
     type Output = ();
 
     #[inline(always)]
-    fn with_simd<S: pulp::Simd>(self, _simd: S) {
+    fn with_simd<S: pulp::Simd>(self, simd: S) {
         let Self {
             keys,
             base,
@@ -247,7 +251,7 @@ impl pulp::WithSimd for Scores<'_, '_> {
         for t in 0..tokens {
             let k = keys.row(base + t, dim, buf);
             for (g, qg) in q.chunks_exact(dim).enumerate() {
-                scores[g * tokens + t] = dot(qg, k);
+                scores[g * tokens + t] = dot(simd, qg, k);
             }
         }
     }
@@ -287,51 +291,31 @@ impl pulp::WithSimd for Sums<'_, '_> {
     }
 }
 
-/// Lanes of the independent partial sums the compiler keeps in one vector.
-const LANES: usize = 8;
-
+/// `a · b` with four vector accumulators, so that consecutive
+/// multiply-adds do not wait on each other.
 #[inline(always)]
-fn dot(a: &[f32], b: &[f32]) -> f32 {
-    let mut acc = [0f32; LANES];
-    let (ca, cb) = (a.chunks_exact(LANES), b.chunks_exact(LANES));
-    let tail: f32 = ca
-        .remainder()
-        .iter()
-        .zip(cb.remainder())
-        .map(|(x, y)| x * y)
-        .sum();
-    for (x, y) in ca.zip(cb) {
-        for l in 0..LANES {
-            acc[l] += x[l] * y[l];
+fn dot<S: pulp::Simd>(simd: S, a: &[f32], b: &[f32]) -> f32 {
+    let (a, a_tail) = S::as_simd_f32s(a);
+    let (b, b_tail) = S::as_simd_f32s(b);
+    let mut acc = [simd.splat_f32s(0.0); 4];
+    let ((a4, a_rest), (b4, b_rest)) = (a.as_chunks::<4>(), b.as_chunks::<4>());
+    for (x, y) in a4.iter().zip(b4) {
+        for k in 0..4 {
+            acc[k] = simd.mul_add_e_f32s(x[k], y[k], acc[k]);
         }
     }
-    let half = [
-        acc[0] + acc[4],
-        acc[1] + acc[5],
-        acc[2] + acc[6],
-        acc[3] + acc[7],
-    ];
-    (half[0] + half[2]) + (half[1] + half[3]) + tail
+    for (&x, &y) in a_rest.iter().zip(b_rest) {
+        acc[0] = simd.mul_add_e_f32s(x, y, acc[0]);
+    }
+    let sum = simd.add_f32s(simd.add_f32s(acc[0], acc[1]), simd.add_f32s(acc[2], acc[3]));
+    let tail: f32 = a_tail.iter().zip(b_tail).map(|(x, y)| x * y).sum();
+    simd.reduce_sum_f32s(sum) + tail
 }
 
 #[inline(always)]
 fn axpy(a: f32, x: &[f32], y: &mut [f32]) {
     for (y, x) in y.iter_mut().zip(x) {
         *y += a * x;
-    }
-}
-
-/// In-place softmax.
-fn softmax(s: &mut [f32]) {
-    let max = s.iter().fold(f32::NEG_INFINITY, |m, &x| m.max(x));
-    let mut sum = 0f32;
-    for x in s.iter_mut() {
-        *x = (*x - max).exp();
-        sum += *x;
-    }
-    let inv = 1.0 / sum;
-    for x in s.iter_mut() {
-        *x *= inv;
     }
 }
 
