@@ -612,7 +612,7 @@ impl Library {
         }
         let predicate = filter.map(DocFilter::sql_predicate);
         let hits = store
-            .search(vector, k + 16, exact, predicate.as_deref())
+            .search(vector, k + 16, k, exact, predicate.as_deref())
             .await?;
         Ok(self.visible(hits, k).await)
     }
