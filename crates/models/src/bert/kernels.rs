@@ -267,8 +267,13 @@ impl InplaceOp2 for BiasResidualNorm<'_> {
     }
 }
 
-/// Softmax over the last dimension, in place.
-pub(crate) struct Softmax;
+/// Softmax over the last dimension, in place; a row of `-inf` entries
+/// but one gives those entries about 1e-38.
+pub(crate) struct Softmax {
+    /// Whether rows are shared out over rayon's threads, or all run on
+    /// the calling thread.
+    pub parallel: bool,
+}
 
 impl InplaceOp1 for Softmax {
     fn name(&self) -> &'static str {
@@ -278,8 +283,7 @@ impl InplaceOp1 for Softmax {
     fn cpu_fwd(&self, s: &mut CpuStorage, l: &Layout) -> candle_core::Result<()> {
         let cols = last_dim(l, self.name())?;
         let x = contiguous_f32_mut(s, l, self.name())?;
-        let rpt = rows_per_task(cols);
-        x.par_chunks_mut(rpt * cols).for_each(|o| {
+        let rows = |o: &mut [f32]| {
             simd(
                 #[inline(always)]
                 || {
@@ -288,7 +292,12 @@ impl InplaceOp1 for Softmax {
                     }
                 },
             )
-        });
+        };
+        if self.parallel {
+            x.par_chunks_mut(rows_per_task(cols) * cols).for_each(rows);
+        } else {
+            rows(x);
+        }
         Ok(())
     }
 }

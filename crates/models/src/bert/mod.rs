@@ -306,7 +306,7 @@ impl BertEncoder {
                     .reshape((3, heads, len, d))?;
                 let (q, k, v) = (block.get(0)?, block.get(1)?, block.get(2)?);
                 let probs = q.matmul(&k.t()?)?;
-                probs.inplace_op1(&Softmax)?;
+                probs.inplace_op1(&Softmax { parallel: true })?;
                 let ctx = probs.matmul(&v)?; // (heads, len, d)
                 ctx.transpose(0, 1)?.contiguous()?.reshape((len, h))
             })

@@ -28,6 +28,7 @@ use candle_core::{DType, Device, Tensor};
 pub use cache::{KvDtype, ParseKvDtypeError};
 pub use config::{Qwen3Config, Yarn};
 
+use crate::bert::kernels::Softmax;
 use cache::KvCache;
 use rope::Rope;
 use split::RowSplit;
@@ -650,7 +651,13 @@ impl Qwen3 {
                 .reshape((1, nkv, group * n, total))?,
             None => scores,
         };
-        let probs = candle_nn::ops::softmax_last_dim(&scores)?.to_dtype(att)?;
+        let probs = if self.device.is_cpu() && scores.is_contiguous() {
+            // In place with the vectorized exponential, on this thread.
+            scores.inplace_op1(&Softmax { parallel: false })?;
+            scores.to_dtype(att)?
+        } else {
+            candle_nn::ops::softmax_last_dim(&scores)?.to_dtype(att)?
+        };
         let attn = probs
             .matmul(&v)?
             .to_dtype(self.dtype)?
