@@ -1,5 +1,7 @@
-//! `lectern reembed` killed with SIGKILL at arbitrary moments leaves a
-//! library that searches with its old model, and running it again finishes
+//! `lectern reembed` killed with SIGKILL at arbitrary moments (and at
+//! moments within the switch itself, which a fast embedder makes a small
+//! part of the run) leaves a library that searches with its old model, and
+//! running it again finishes
 //! the switch to the new one (all-MiniLM-L6-v2, 384 dimensions, to the tiny
 //! random Qwen3 as an embedder, 64 dimensions).
 
@@ -46,6 +48,13 @@ fn manifest(data: &Path) -> (String, bool) {
     )
 }
 
+/// [`manifest`], or `None` while it cannot be read (being replaced).
+fn try_manifest(data: &Path) -> Option<(String, bool)> {
+    let bytes = std::fs::read(data.join("library").join("manifest.json")).ok()?;
+    let m: serde_json::Value = serde_json::from_slice(&bytes).ok()?;
+    Some((m["embedder"].as_str()?.to_string(), !m["switch"].is_null()))
+}
+
 /// Hybrid search for a note's unique marker finds that note.
 fn searches(data: &Path, marker: &str, note: &str) {
     let out = ok(
@@ -84,12 +93,34 @@ fn sigkill_during_reembed_keeps_the_old_model_and_resumes() {
     let qwen = models_dir().join("tiny-qwen3");
     let qwen = qwen.to_str().unwrap();
 
-    // The reference: one uninterrupted switch.
+    // The reference: one uninterrupted switch, watched for when its
+    // manifest says a switch is under way.
     let reference = tempfile::tempdir().unwrap();
     copy_dir(base.path(), reference.path());
     let t = Instant::now();
-    let out = ok(&reembed(reference.path(), qwen).output().unwrap());
+    let child = reembed(reference.path(), qwen)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (mut first, mut last) = (None, None);
+    let out = std::thread::scope(|s| {
+        let waiter = s.spawn(|| child.wait_with_output().unwrap());
+        while !waiter.is_finished() {
+            if try_manifest(reference.path()).is_some_and(|(_, switching)| switching) {
+                first.get_or_insert(t.elapsed());
+                last = Some(t.elapsed());
+            }
+            std::thread::sleep(std::time::Duration::from_millis(2));
+        }
+        waiter.join().unwrap()
+    });
     let full = t.elapsed();
+    let out = ok(&out);
+    let span = match (first, last) {
+        (Some(a), Some(b)) => b.saturating_sub(a),
+        _ => std::time::Duration::ZERO,
+    };
     assert!(out.contains("tiny-qwen3 (64 dimensions)"), "{out}");
     assert_eq!(manifest(reference.path()), ("tiny-qwen3".into(), false));
     assert_eq!(check(reference.path()), (docs, chunks));
@@ -103,14 +134,25 @@ fn sigkill_during_reembed_keeps_the_old_model_and_resumes() {
     for i in 0..trials {
         let data = tempfile::tempdir().unwrap();
         copy_dir(base.path(), data.path());
-        let frac = (f64::from(i) + 0.5) / f64::from(trials);
-        let delay = full.mul_f64(frac.min(0.98));
+        let frac = (f64::from(i / 2) + 0.5) / f64::from(trials.div_ceil(2));
         let mut child = reembed(data.path(), qwen)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
             .unwrap();
-        std::thread::sleep(delay);
+        if i % 2 == 0 {
+            // An arbitrary moment of the run.
+            std::thread::sleep(full.mul_f64(frac.min(0.98)));
+        } else {
+            // A moment of the switch itself: once the manifest says it has
+            // begun, part of the way through as long as the reference's.
+            while child.try_wait().unwrap().is_none()
+                && !try_manifest(data.path()).is_some_and(|(_, switching)| switching)
+            {
+                std::thread::sleep(std::time::Duration::from_millis(1));
+            }
+            std::thread::sleep(span.mul_f64(frac.min(0.9)));
+        }
         let _ = child.kill();
         let _ = child.wait();
 
@@ -143,8 +185,9 @@ fn sigkill_during_reembed_keeps_the_old_model_and_resumes() {
         assert_eq!(lance, ["chunks_tiny_qwen3.lance"], "trial {i}");
     }
     eprintln!(
-        "{trials} SIGKILL trials over a {:.1}s switch of {docs} documents: {midway} interrupted mid-switch, all consistent and resumed",
-        full.as_secs_f64()
+        "{trials} SIGKILL trials, half anywhere in a {:.1}s run and half in its {:.2}s switch ({docs} documents): {midway} interrupted mid-switch, all consistent and resumed",
+        full.as_secs_f64(),
+        span.as_secs_f64()
     );
     // Some kills must have landed mid-switch for the test to mean anything.
     assert!(
