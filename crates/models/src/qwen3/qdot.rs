@@ -52,7 +52,12 @@ impl Q8Vec {
             qs: vec![0; x.len()],
             sums16: vec![0; x.len() / 16],
             sums32: vec![0; x.len() / 32],
-            qs_nibbles: vec![0; x.len()],
+            // Only the AVX-512 kernels read it.
+            qs_nibbles: if Kernel::Avx512.available() {
+                vec![0; x.len()]
+            } else {
+                Vec::new()
+            },
         };
         pulp::Arch::new().dispatch(Quantize { x, out: &mut out });
         for (to, from) in out
@@ -820,8 +825,8 @@ mod avx512 {
 /// the CPU's conversion instructions where it has them.
 pub(crate) fn f16_row(src: &[half::f16], dst: &mut [f32]) {
     #[cfg(target_arch = "x86_64")]
-    if f16c::available() {
-        return f16c::row(src, dst);
+    if f16c::row(src, dst) {
+        return;
     }
     for (d, s) in dst.iter_mut().zip(src) {
         *d = f16_bits_to_f32(s.to_bits());
@@ -847,13 +852,15 @@ mod f16c {
         })
     }
 
-    /// [`super::f16_row`] where [`available`]; does nothing elsewhere.
-    pub(super) fn row(src: &[half::f16], dst: &mut [f32]) {
-        if available() {
+    /// [`super::f16_row`] where [`available`]; returns whether it ran.
+    pub(super) fn row(src: &[half::f16], dst: &mut [f32]) -> bool {
+        let run = available();
+        if run {
             // SAFETY: the CPU has the extensions `convert` is compiled
             // for, checked just above.
             unsafe { convert(src, dst) }
         }
+        run
     }
 
     #[target_feature(enable = "avx,f16c")]
