@@ -1,13 +1,11 @@
-//! Fused CPU kernels for the BERT encoder: bias + GELU, bias + residual +
-//! LayerNorm, softmax, and the split of the fused QKV projection into
-//! per-sequence, per-head blocks.
+//! Fused CPU kernels for the BERT encoder: bias (+ GELU), bias + residual +
+//! LayerNorm, and softmax (also a candle op, for the decoder's prefill).
 //!
-//! Each kernel is a candle custom op working on contiguous f32 rows, split
-//! over rows with rayon. The transcendental functions are branch-free
-//! polynomial approximations (relative error about 1e-7) so the loops
-//! vectorise.
+//! Each kernel works on contiguous f32 rows. The transcendental functions
+//! are branch-free polynomial approximations (relative error about 1e-7) so
+//! the loops vectorise.
 
-use candle_core::{CpuStorage, CustomOp1, InplaceOp1, InplaceOp2, Layout, Shape};
+use candle_core::{CpuStorage, InplaceOp1, Layout};
 use rayon::prelude::*;
 
 /// Rows handed to one rayon task at least; smaller splits cost more than they save.
@@ -27,14 +25,18 @@ pub(crate) fn exp(x: f32) -> f32 {
     // Adding and subtracting 1.5 * 2^23 rounds to the nearest integer.
     const ROUND: f32 = 12_582_912.0;
     let x = x.clamp(-87.0, 88.0);
-    let n = (x * LOG2E + ROUND) - ROUND;
+    let t = x * LOG2E + ROUND;
+    let n = t - ROUND;
     let r = x - n * LN2_HI - n * LN2_LO;
     let p = 1.0
         + r * (1.0
             + r * (0.5
                 + r * (1.0 / 6.0 + r * (1.0 / 24.0 + r * (1.0 / 120.0 + r * (1.0 / 720.0))))));
-    let scale = f32::from_bits(((n as i32 + 127) << 23) as u32);
-    p * scale
+    // `t` is `ROUND + n` exactly, so its bits are those of `ROUND` plus `n`
+    // (|n| <= 127): the exponent field `n + 127` comes out in integer
+    // arithmetic, which vectorises, where a saturating `n as i32` does not.
+    let biased = t.to_bits().wrapping_sub(ROUND.to_bits()).wrapping_add(127);
+    p * f32::from_bits(biased << 23)
 }
 
 /// The error function, Abramowitz & Stegun 7.1.26 (absolute error below 1.5e-7).
@@ -141,20 +143,6 @@ pub(crate) fn simd<R>(f: impl FnOnce() -> R) -> R {
     pulp::Arch::new().dispatch(f)
 }
 
-fn contiguous_f32<'a>(
-    storage: &'a CpuStorage,
-    layout: &Layout,
-    op: &str,
-) -> candle_core::Result<&'a [f32]> {
-    let data = storage.as_slice::<f32>()?;
-    match layout.contiguous_offsets() {
-        Some((start, end)) => Ok(&data[start..end]),
-        None => Err(candle_core::Error::Msg(format!(
-            "{op}: input is not contiguous"
-        ))),
-    }
-}
-
 fn contiguous_f32_mut<'a>(
     storage: &'a mut CpuStorage,
     layout: &Layout,
@@ -179,92 +167,85 @@ fn last_dim(layout: &Layout, op: &str) -> candle_core::Result<usize> {
         .ok_or_else(|| candle_core::Error::Msg(format!("{op}: scalar input")))
 }
 
-/// `gelu(x + bias)` over the last dimension, in place.
-pub(crate) struct BiasGelu<'a> {
-    pub bias: &'a [f32],
-}
-
-impl InplaceOp1 for BiasGelu<'_> {
-    fn name(&self) -> &'static str {
-        "bias-gelu"
-    }
-
-    fn cpu_fwd(&self, s: &mut CpuStorage, l: &Layout) -> candle_core::Result<()> {
-        let cols = last_dim(l, self.name())?;
-        if cols != self.bias.len() {
-            return Err(candle_core::Error::Msg(format!(
-                "bias-gelu: {cols} columns but {} biases",
-                self.bias.len()
-            )));
-        }
-        let x = contiguous_f32_mut(s, l, self.name())?;
-        let rpt = rows_per_task(cols);
-        x.par_chunks_mut(rpt * cols).for_each(|x| {
-            simd(
-                #[inline(always)]
-                || {
-                    for x in x.chunks_exact_mut(cols) {
-                        for (x, &b) in x.iter_mut().zip(self.bias) {
-                            *x = gelu(*x + b);
+/// `x + bias` for each row of `x` (as wide as `bias`), in place, through
+/// GELU when `gelu` is set. Rows are shared out over rayon's threads.
+pub(crate) fn add_bias(x: &mut [f32], bias: &[f32], gelu: bool) {
+    let cols = bias.len();
+    assert!(
+        cols > 0 && x.len().is_multiple_of(cols),
+        "{} values are not rows of {cols}",
+        x.len()
+    );
+    x.par_chunks_mut(rows_per_task(cols) * cols).for_each(|x| {
+        simd(
+            #[inline(always)]
+            || {
+                for x in x.chunks_exact_mut(cols) {
+                    if gelu {
+                        for (x, &b) in x.iter_mut().zip(bias) {
+                            *x = self::gelu(*x + b);
+                        }
+                    } else {
+                        for (x, &b) in x.iter_mut().zip(bias) {
+                            *x += b;
                         }
                     }
-                },
-            )
-        });
-        Ok(())
-    }
+                }
+            },
+        )
+    });
 }
 
-/// `LayerNorm(x + bias + residual)` over the last dimension, in place in
-/// `x`.
-pub(crate) struct BiasResidualNorm<'a> {
-    pub bias: &'a [f32],
+/// LayerNorm parameters of one layer.
+pub(crate) struct Norm<'a> {
     pub gamma: &'a [f32],
     pub beta: &'a [f32],
     pub eps: f32,
 }
 
-impl InplaceOp2 for BiasResidualNorm<'_> {
-    fn name(&self) -> &'static str {
-        "bias-residual-layernorm"
-    }
-
-    fn cpu_fwd(
-        &self,
-        s1: &mut CpuStorage,
-        l1: &Layout,
-        s2: &CpuStorage,
-        l2: &Layout,
-    ) -> candle_core::Result<()> {
-        let cols = last_dim(l1, self.name())?;
-        if l1.shape() != l2.shape() || cols != self.bias.len() || cols != self.gamma.len() {
-            return Err(candle_core::Error::Msg(format!(
-                "bias-residual-layernorm: shapes {:?} and {:?} with {} parameters",
-                l1.dims(),
-                l2.dims(),
-                self.bias.len()
-            )));
-        }
-        let r = contiguous_f32(s2, l2, self.name())?;
-        let x = contiguous_f32_mut(s1, l1, self.name())?;
-        let rpt = rows_per_task(cols);
-        x.par_chunks_mut(rpt * cols)
-            .zip(r.par_chunks(rpt * cols))
-            .for_each(|(x, r)| {
-                simd(
-                    #[inline(always)]
-                    || {
-                        for (x, r) in x.chunks_exact_mut(cols).zip(r.chunks_exact(cols)) {
-                            for ((x, &r), &b) in x.iter_mut().zip(r).zip(self.bias) {
-                                *x += b + r;
-                            }
-                            layer_norm_row(x, self.gamma, self.beta, self.eps);
+/// `LayerNorm(x + bias + residual)` for each row of `x`, in place. Rows are
+/// shared out over rayon's threads.
+pub(crate) fn bias_residual_norm(x: &mut [f32], residual: &[f32], bias: &[f32], norm: &Norm<'_>) {
+    let cols = bias.len();
+    assert!(
+        cols > 0
+            && x.len() == residual.len()
+            && x.len().is_multiple_of(cols)
+            && norm.gamma.len() == cols
+            && norm.beta.len() == cols,
+        "bias-residual-layernorm: {} and {} values with {cols} parameters",
+        x.len(),
+        residual.len()
+    );
+    let rpt = rows_per_task(cols);
+    x.par_chunks_mut(rpt * cols)
+        .zip(residual.par_chunks(rpt * cols))
+        .for_each(|(x, r)| {
+            simd(
+                #[inline(always)]
+                || {
+                    for (x, r) in x.chunks_exact_mut(cols).zip(r.chunks_exact(cols)) {
+                        for ((x, &r), &b) in x.iter_mut().zip(r).zip(bias) {
+                            *x += b + r;
                         }
-                    },
-                )
-            });
-        Ok(())
-    }
+                        layer_norm_row(x, norm.gamma, norm.beta, norm.eps);
+                    }
+                },
+            )
+        });
+}
+
+/// Softmax of each row of `x` (rows of `cols`), in place, on the calling
+/// thread.
+pub(crate) fn softmax_rows(x: &mut [f32], cols: usize) {
+    simd(
+        #[inline(always)]
+        || {
+            for row in x.chunks_exact_mut(cols.max(1)) {
+                softmax_row(row);
+            }
+        },
+    )
 }
 
 /// Softmax over the last dimension, in place; a row of `-inf` entries
@@ -283,80 +264,13 @@ impl InplaceOp1 for Softmax {
     fn cpu_fwd(&self, s: &mut CpuStorage, l: &Layout) -> candle_core::Result<()> {
         let cols = last_dim(l, self.name())?;
         let x = contiguous_f32_mut(s, l, self.name())?;
-        let rows = |o: &mut [f32]| {
-            simd(
-                #[inline(always)]
-                || {
-                    for row in o.chunks_exact_mut(cols) {
-                        softmax_row(row);
-                    }
-                },
-            )
-        };
+        let rows = |o: &mut [f32]| softmax_rows(o, cols);
         if self.parallel {
             x.par_chunks_mut(rows_per_task(cols) * cols).for_each(rows);
         } else {
             rows(x);
         }
         Ok(())
-    }
-}
-
-/// Splits the fused QKV projection `(tokens, 3 * hidden)` of packed
-/// sequences into one block per sequence laid out `[q|k|v][head][token][d]`,
-/// adding the bias and scaling queries by `1/sqrt(d)`. The output is flat;
-/// sequence `s` starts at `3 * hidden * offsets[s]`.
-pub(crate) struct SplitHeads<'a> {
-    pub bias: &'a [f32],
-    /// Token offset of each sequence, plus the total at the end.
-    pub offsets: &'a [usize],
-    pub heads: usize,
-    pub head_dim: usize,
-}
-
-impl CustomOp1 for SplitHeads<'_> {
-    fn name(&self) -> &'static str {
-        "split-heads"
-    }
-
-    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
-        let x = contiguous_f32(s, l, self.name())?;
-        let (h, d) = (self.heads, self.head_dim);
-        let hidden = h * d;
-        let cols = 3 * hidden;
-        let total = self.offsets.last().copied().unwrap_or(0);
-        if last_dim(l, self.name())? != cols || x.len() != total * cols || self.bias.len() != cols {
-            return Err(candle_core::Error::Msg(format!(
-                "split-heads: input {:?} does not match {total} tokens of {cols}",
-                l.dims()
-            )));
-        }
-        let scale = 1.0 / (d as f32).sqrt();
-        let mut out = vec![0f32; x.len()];
-        // Each (sequence, q/k/v, head) block is contiguous in the output.
-        let mut blocks: Vec<(usize, usize, usize, &mut [f32])> = Vec::new();
-        let mut rest: &mut [f32] = &mut out;
-        for w in self.offsets.windows(2) {
-            let (start, len) = (w[0], w[1] - w[0]);
-            for part in 0..3 {
-                for head in 0..h {
-                    let (block, tail) = rest.split_at_mut(len * d);
-                    blocks.push((start, len, part * hidden + head * d, block));
-                    rest = tail;
-                }
-            }
-        }
-        blocks.into_par_iter().for_each(|(start, len, col, block)| {
-            let bias = &self.bias[col..col + d];
-            let factor = if col < hidden { scale } else { 1.0 };
-            for (t, dst) in block.chunks_exact_mut(d).enumerate().take(len) {
-                let src = &x[(start + t) * cols + col..][..d];
-                for ((o, &v), &b) in dst.iter_mut().zip(src).zip(bias) {
-                    *o = (v + b) * factor;
-                }
-            }
-        });
-        Ok((CpuStorage::F32(out), Shape::from(x.len())))
     }
 }
 

@@ -7,35 +7,75 @@
 //! large matrix product and attention runs per sequence without a mask.
 //! The query, key and value projections are one fused product; bias,
 //! activation, residual and LayerNorm are fused kernels (see [`kernels`]).
-//! Matrix products go through candle (gemm).
+//! Matrix products write into activation buffers the encoder keeps from
+//! pass to pass (see [`gemm`]); attention reads queries, keys and values
+//! in place from the fused projection.
 
+mod gemm;
 pub(crate) mod kernels;
+
+use std::cell::RefCell;
+use std::sync::Mutex;
 
 use candle_core::{DType, Device, Tensor};
 use candle_nn::VarBuilder;
 use candle_transformers::models::bert::{Config as BertConfig, HiddenAct, PositionEmbeddingType};
 use rayon::prelude::*;
 
-use kernels::{layer_norm_row, BiasGelu, BiasResidualNorm, Softmax, SplitHeads};
+use gemm::{matmul, MatMut, MatRef};
+use kernels::{add_bias, bias_residual_norm, layer_norm_row, softmax_rows, Norm};
 
+/// One encoder layer; matrices are row-major `(in, out)`.
 struct Layer {
-    /// Fused query/key/value weight, `(hidden, 3 * hidden)`.
-    wqkv: Tensor,
+    /// Fused query/key/value weight, `(hidden, 3 * hidden)`; the query
+    /// columns are prescaled by `1/sqrt(head_dim)`.
+    wqkv: Vec<f32>,
     bqkv: Vec<f32>,
     /// Attention output projection, `(hidden, hidden)`.
-    wo: Tensor,
+    wo: Vec<f32>,
     bo: Vec<f32>,
     attn_gamma: Vec<f32>,
     attn_beta: Vec<f32>,
     /// Feed-forward up projection, `(hidden, intermediate)`.
-    w_up: Tensor,
+    w_up: Vec<f32>,
     b_up: Vec<f32>,
     /// Feed-forward down projection, `(intermediate, hidden)`.
-    w_down: Tensor,
+    w_down: Vec<f32>,
     b_down: Vec<f32>,
     out_gamma: Vec<f32>,
     out_beta: Vec<f32>,
 }
+
+/// The activations of one forward pass, kept between passes so that the
+/// products write into memory that is already mapped. Each buffer only
+/// grows; a pass uses its first `tokens * width` values.
+#[derive(Default)]
+struct Buffers {
+    x: Vec<f32>,
+    qkv: Vec<f32>,
+    /// Attention output per (sequence, head), `len x head_dim` blocks.
+    heads: Vec<f32>,
+    ctx: Vec<f32>,
+    attn: Vec<f32>,
+    up: Vec<f32>,
+}
+
+/// The first `n` values of `buf`, growing it (with zeros) when it is shorter.
+fn take(buf: &mut Vec<f32>, n: usize) -> &mut [f32] {
+    if buf.len() < n {
+        buf.resize(n, 0.0);
+    }
+    &mut buf[..n]
+}
+
+thread_local! {
+    /// Attention scores of one (sequence, head), reused by the tasks a
+    /// thread runs. A task makes no rayon calls while it holds it.
+    static SCORES: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Buffer sets kept for later passes at most (one per pass running at once).
+const KEPT_BUFFERS: usize = 4;
 
 /// A BERT encoder whose forward pass runs fused CPU kernels on packed sequences.
 pub(crate) struct BertEncoder {
@@ -48,11 +88,12 @@ pub(crate) struct BertEncoder {
     emb_beta: Vec<f32>,
     layers: Vec<Layer>,
     hidden: usize,
+    intermediate: usize,
     heads: usize,
     vocab: usize,
     max_positions: usize,
     eps: f32,
-    device: Device,
+    buffers: Mutex<Vec<Buffers>>,
 }
 
 /// Why the fused encoder cannot run a configuration (the caller falls back
@@ -77,9 +118,9 @@ fn vec_of(t: Tensor) -> candle_core::Result<Vec<f32>> {
     t.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()
 }
 
-/// The weight of a linear layer, transposed to `(in, out)` and contiguous.
-fn weight_t(vb: &VarBuilder, out: usize, inp: usize) -> candle_core::Result<Tensor> {
-    vb.get((out, inp), "weight")?.t()?.contiguous()
+/// The weight of a linear layer, transposed to `(in, out)`, row-major.
+fn weight_t(vb: &VarBuilder, out: usize, inp: usize) -> candle_core::Result<Vec<f32>> {
+    vec_of(vb.get((out, inp), "weight")?.t()?.contiguous()?)
 }
 
 impl BertEncoder {
@@ -121,17 +162,21 @@ impl BertEncoder {
             let att = vb.pp("attention");
             let sa = att.pp("self");
             let (q, k, v) = (sa.pp("query"), sa.pp("key"), sa.pp("value"));
-            let wqkv = Tensor::cat(
-                &[
-                    q.get((h, h), "weight")?,
-                    k.get((h, h), "weight")?,
-                    v.get((h, h), "weight")?,
-                ],
-                0,
-            )?
-            .t()?
-            .contiguous()?;
-            let mut bqkv = vec_of(q.get(h, "bias")?)?;
+            // Queries come out already scaled by 1/sqrt(head_dim).
+            let scale = 1.0 / ((h / cfg.num_attention_heads.max(1)) as f64).sqrt();
+            let wqkv = vec_of(
+                Tensor::cat(
+                    &[
+                        (q.get((h, h), "weight")? * scale)?,
+                        k.get((h, h), "weight")?,
+                        v.get((h, h), "weight")?,
+                    ],
+                    0,
+                )?
+                .t()?
+                .contiguous()?,
+            )?;
+            let mut bqkv = vec_of((q.get(h, "bias")? * scale)?)?;
             bqkv.extend(vec_of(k.get(h, "bias")?)?);
             bqkv.extend(vec_of(v.get(h, "bias")?)?);
             let ao = att.pp("output");
@@ -161,11 +206,12 @@ impl BertEncoder {
             emb_beta,
             layers,
             hidden: h,
+            intermediate: inter,
             heads: cfg.num_attention_heads,
             vocab: cfg.vocab_size,
             max_positions: cfg.max_position_embeddings,
             eps: cfg.layer_norm_eps as f32,
-            device: vb.device().clone(),
+            buffers: Mutex::new(Vec::new()),
         })
     }
 
@@ -263,7 +309,13 @@ impl BertEncoder {
                 })
             })
             .collect();
-        let mut x = vec![0f32; total * h];
+        let mut buffers = self
+            .buffers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .pop()
+            .unwrap_or_default();
+        let x = take(&mut buffers.x, total * h);
         x.par_chunks_mut(h)
             .zip(positions.par_iter())
             .for_each(|(row, &(id, p, ty))| {
@@ -278,64 +330,111 @@ impl BertEncoder {
                     || layer_norm_row(row, &self.emb_gamma, &self.emb_beta, self.eps),
                 );
             });
-        let mut x = Tensor::from_vec(x, (total, h), &self.device)?;
         for layer in &self.layers {
-            x = self.layer(layer, &x, &offsets)?;
+            self.layer(layer, &mut buffers, &offsets);
         }
-        x.flatten_all()?.to_vec1::<f32>()
+        let out = buffers.x[..total * h].to_vec();
+        let mut kept = self.buffers.lock().unwrap_or_else(|e| e.into_inner());
+        if kept.len() < KEPT_BUFFERS {
+            kept.push(buffers);
+        }
+        Ok(out)
     }
 
-    fn layer(&self, l: &Layer, x: &Tensor, offsets: &[usize]) -> candle_core::Result<Tensor> {
+    /// One layer over the packed tokens in `b.x`, whose rows it replaces
+    /// with the layer's output.
+    fn layer(&self, l: &Layer, b: &mut Buffers, offsets: &[usize]) {
         let h = self.hidden;
         let heads = self.heads;
         let d = h / heads;
-        let split = x.matmul(&l.wqkv)?.apply_op1_no_bwd(&SplitHeads {
-            bias: &l.bqkv,
-            offsets,
-            heads,
-            head_dim: d,
-        })?;
-        // One task per sequence; the products inside split further when a
-        // thread is free.
-        let contexts = offsets
-            .par_windows(2)
-            .map(|w| {
-                let (start, len) = (w[0], w[1] - w[0]);
-                let block = split
-                    .narrow(0, start * 3 * h, len * 3 * h)?
-                    .reshape((3, heads, len, d))?;
-                let (q, k, v) = (block.get(0)?, block.get(1)?, block.get(2)?);
-                let probs = q.matmul(&k.t()?)?;
-                probs.inplace_op1(&Softmax { parallel: true })?;
-                let ctx = probs.matmul(&v)?; // (heads, len, d)
-                ctx.transpose(0, 1)?.contiguous()?.reshape((len, h))
-            })
-            .collect::<candle_core::Result<Vec<_>>>()?;
-        let ctx = Tensor::cat(&contexts, 0)?;
-        // The products' fresh outputs are finished in place.
-        let attn = ctx.matmul(&l.wo)?;
-        attn.inplace_op2(
-            x,
-            &BiasResidualNorm {
-                bias: &l.bo,
-                gamma: &l.attn_gamma,
-                beta: &l.attn_beta,
-                eps: self.eps,
-            },
-        )?;
-        let up = attn.matmul(&l.w_up)?;
-        up.inplace_op1(&BiasGelu { bias: &l.b_up })?;
-        let out = up.matmul(&l.w_down)?;
-        out.inplace_op2(
-            &attn,
-            &BiasResidualNorm {
-                bias: &l.b_down,
-                gamma: &l.out_gamma,
-                beta: &l.out_beta,
-                eps: self.eps,
-            },
-        )?;
-        Ok(out)
+        let total = offsets[offsets.len() - 1];
+        let x = take(&mut b.x, total * h);
+        let qkv = take(&mut b.qkv, total * 3 * h);
+        matmul(
+            MatMut::rows(qkv, total, 3 * h),
+            MatRef::rows(x, total, h),
+            MatRef::rows(&l.wqkv, h, 3 * h),
+            true,
+        );
+        add_bias(qkv, &l.bqkv, false);
+        let qkv = &*qkv;
+
+        // Attention, one task per (sequence, head): scores, softmax and the
+        // weighted values, with queries, keys and values read in place
+        // from the projection. Each task writes its own `len x d` block.
+        let out_heads = take(&mut b.heads, total * h);
+        let mut tasks = Vec::with_capacity((offsets.len() - 1) * heads);
+        let mut rest = &mut *out_heads;
+        for w in offsets.windows(2) {
+            let (start, len) = (w[0], w[1] - w[0]);
+            for head in 0..heads {
+                let (block, tail) = rest.split_at_mut(len * d);
+                tasks.push((start, len, head, block));
+                rest = tail;
+            }
+        }
+        tasks.into_par_iter().for_each(|(start, len, head, block)| {
+            let seq = &qkv[start * 3 * h..(start + len) * 3 * h];
+            let part = |i: usize| MatRef::new(&seq[i * h + head * d..], len, d, 3 * h, 1);
+            SCORES.with_borrow_mut(|scores| {
+                let scores = take(scores, len * len);
+                matmul(MatMut::rows(scores, len, len), part(0), part(1).t(), false);
+                softmax_rows(scores, len);
+                matmul(
+                    MatMut::rows(block, len, d),
+                    MatRef::rows(scores, len, len),
+                    part(2),
+                    false,
+                );
+            });
+        });
+        // Heads side by side again: `(tokens, hidden)`.
+        let ctx = take(&mut b.ctx, total * h);
+        ctx.par_chunks_mut(h).enumerate().for_each(|(token, row)| {
+            let seq = offsets.partition_point(|&o| o <= token) - 1;
+            let (start, len) = (offsets[seq], offsets[seq + 1] - offsets[seq]);
+            let t = token - start;
+            for (head, dst) in row.chunks_exact_mut(d).enumerate() {
+                let src = &out_heads[(start * heads + head * len + t) * d..][..d];
+                dst.copy_from_slice(src);
+            }
+        });
+
+        let attn = take(&mut b.attn, total * h);
+        matmul(
+            MatMut::rows(attn, total, h),
+            MatRef::rows(ctx, total, h),
+            MatRef::rows(&l.wo, h, h),
+            true,
+        );
+        let attn_norm = Norm {
+            gamma: &l.attn_gamma,
+            beta: &l.attn_beta,
+            eps: self.eps,
+        };
+        bias_residual_norm(attn, x, &l.bo, &attn_norm);
+        let inter = self.intermediate;
+        let up = take(&mut b.up, total * inter);
+        matmul(
+            MatMut::rows(up, total, inter),
+            MatRef::rows(attn, total, h),
+            MatRef::rows(&l.w_up, h, inter),
+            true,
+        );
+        add_bias(up, &l.b_up, true);
+        // The layer's output replaces its input.
+        matmul(
+            MatMut::rows(x, total, h),
+            MatRef::rows(up, total, inter),
+            MatRef::rows(&l.w_down, inter, h),
+            true,
+        );
+        let out_norm = Norm {
+            gamma: &l.out_gamma,
+            beta: &l.out_beta,
+            eps: self.eps,
+        };
+        bias_residual_norm(x, attn, &l.b_down, &out_norm);
     }
 }
 
