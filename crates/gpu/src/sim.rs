@@ -27,6 +27,7 @@
 //! | `power` | watts (`30` or `30W`) | `30` | draw when idle |
 //! | `tdp` | watts | `250` | draw at 100 % load |
 //! | `power_limit` | watts | `300` | enforced power limit |
+//! | `cc` | `major.minor` | `9.0` | CUDA compute capability |
 //! | `oom_at` | `N`, `N..M` or `N..` | none | allocations N to M (from 1) fail as out of memory |
 //! | `read_errors` | `N`, `N..M` or `N..` | none | readings N to M (from 1) fail as NVML errors |
 //! | `lost_at` | `N` | none | allocation N loses the device; everything after fails |
@@ -59,6 +60,7 @@ pub const SIM_OPTIONS: &[&str] = &[
     "power",
     "tdp",
     "power_limit",
+    "cc",
     "oom_at",
     "read_errors",
     "lost_at",
@@ -175,6 +177,8 @@ pub struct SimConfig {
     pub load_power_w: f64,
     /// Enforced power limit, in watts.
     pub power_limit_w: f64,
+    /// CUDA compute capability, `(major, minor)`.
+    pub compute_capability: (u32, u32),
     /// The fault script.
     pub faults: SimFaults,
 }
@@ -191,6 +195,7 @@ impl Default for SimConfig {
             idle_power_w: 30.0,
             load_power_w: 250.0,
             power_limit_w: 300.0,
+            compute_capability: (9, 0),
             faults: SimFaults::default(),
         }
     }
@@ -254,6 +259,14 @@ impl FromStr for SimConfig {
     }
 }
 
+/// A compute capability written `major.minor`, e.g. `8.9`.
+fn parse_compute_capability(value: &str) -> Result<(u32, u32), String> {
+    let parsed = value
+        .split_once('.')
+        .and_then(|(major, minor)| Some((major.parse().ok()?, minor.parse().ok()?)));
+    parsed.ok_or_else(|| format!("{value:?} is not a compute capability such as 9.0 or 8.9"))
+}
+
 fn parse_options(text: &str) -> Result<SimConfig, String> {
     let mut config = SimConfig::default();
     let mut seen = BTreeSet::new();
@@ -294,6 +307,7 @@ fn parse_options(text: &str) -> Result<SimConfig, String> {
             "power" => config.idle_power_w = parse_with_unit(value, "W").map_err(at)?,
             "tdp" => config.load_power_w = parse_with_unit(value, "W").map_err(at)?,
             "power_limit" => config.power_limit_w = parse_with_unit(value, "W").map_err(at)?,
+            "cc" => config.compute_capability = parse_compute_capability(value).map_err(at)?,
             "oom_at" => config.faults.oom_at = Some(CallRange::parse(&key, value)?),
             "read_errors" => config.faults.read_errors = Some(CallRange::parse(&key, value)?),
             "lost_at" => {
@@ -514,6 +528,10 @@ impl TelemetryBackend for SimulatedGpu {
         1
     }
 
+    fn compute_capability(&self, index: u32) -> Option<(u32, u32)> {
+        (index == 0).then_some(self.config.compute_capability)
+    }
+
     fn snapshot(&self, index: u32) -> Result<GpuSnapshot, GpuError> {
         if index != 0 {
             return Err(GpuError::NoSuchDevice {
@@ -598,7 +616,7 @@ mod tests {
     #[test]
     fn every_option_parses() {
         let config: SimConfig = "name=Test GPU,vram=8GiB,used=512MiB,temp=45C,temp_load=80,\
-            tau=5s,power=20W,tdp=200,power_limit=180W,oom_at=2..4,read_errors=3..,\
+            tau=5s,power=20W,tdp=200,power_limit=180W,cc=8.9,oom_at=2..4,read_errors=3..,\
             lost_at=9,hot_at=30s,hot_for=10s,hot_temp=95"
             .parse()
             .unwrap();
@@ -611,6 +629,7 @@ mod tests {
         assert_eq!(config.idle_power_w, 20.0);
         assert_eq!(config.load_power_w, 200.0);
         assert_eq!(config.power_limit_w, 180.0);
+        assert_eq!(config.compute_capability, (8, 9));
         assert_eq!(
             config.faults.oom_at,
             Some(CallRange {
@@ -676,6 +695,10 @@ mod tests {
             ("tau=3 days", "tau: unknown duration unit \"days\""),
             ("temp=45F", "temp: unexpected unit \"F\""),
             ("temp=400", "temp=400 is outside 0..150 °C"),
+            (
+                "cc=9",
+                "cc: \"9\" is not a compute capability such as 9.0 or 8.9",
+            ),
         ];
         for (options, expected) in cases {
             let message = invalid(options);

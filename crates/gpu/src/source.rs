@@ -29,7 +29,7 @@ pub enum TelemetrySource {
     /// No GPU telemetry.
     Disabled,
     /// A simulated GPU.
-    Simulated(SimConfig),
+    Simulated(Box<SimConfig>),
 }
 
 impl TelemetrySource {
@@ -60,7 +60,7 @@ impl TelemetrySource {
             ))),
             Self::Simulated(config) => {
                 tracing::info!(vram = config.vram, name = %config.name, "simulated GPU");
-                Box::new(SimulatedGpu::new(config.clone()))
+                Box::new(SimulatedGpu::new(SimConfig::clone(config)))
             }
         }
     }
@@ -86,7 +86,7 @@ impl FromStr for TelemetrySource {
         match (head.trim().to_ascii_lowercase().as_str(), options) {
             ("" | "auto", None) => Ok(Self::Auto),
             ("none", None) => Ok(Self::Disabled),
-            ("sim", options) => Ok(Self::Simulated(options.unwrap_or("").parse()?)),
+            ("sim", options) => Ok(Self::Simulated(Box::new(options.unwrap_or("").parse()?))),
             (head @ ("auto" | "none"), Some(_)) => Err(GpuError::InvalidConfig(format!(
                 "{head} takes no options (only sim:OPTIONS does)"
             ))),
@@ -145,8 +145,8 @@ mod tests {
             ("auto", TelemetrySource::Auto),
             (" AUTO ", TelemetrySource::Auto),
             ("none", TelemetrySource::Disabled),
-            ("sim", TelemetrySource::Simulated(SimConfig::default())),
-            ("sim:", TelemetrySource::Simulated(SimConfig::default())),
+            ("sim", TelemetrySource::Simulated(Box::default())),
+            ("sim:", TelemetrySource::Simulated(Box::default())),
         ] {
             assert_eq!(text.parse::<TelemetrySource>(), Ok(expected), "{text:?}");
         }
@@ -184,7 +184,7 @@ mod tests {
 
     #[test]
     fn opened_sources_report_their_backend() {
-        let sim = TelemetrySource::Simulated("vram=4GiB".parse().unwrap()).open();
+        let sim = TelemetrySource::Simulated(Box::new("vram=4GiB".parse().unwrap())).open();
         assert_eq!(sim.name(), "sim");
         assert_eq!(sim.device_count(), 1);
         assert_eq!(sim.snapshot(0).unwrap().memory_total, Some(4 << 30));

@@ -42,7 +42,10 @@
 //! is missing; that panic, or any error opening the device, is caught and
 //! the worker runs on the CPU instead, with the reason in its hello (for
 //! example "CUDA build, but no NVIDIA driver: libcuda.so.1 could not be
-//! loaded; running on CPU"). Requests that ask for `auto` then run on the
+//! loaded; running on CPU"). A GPU whose compute capability is not the
+//! one the build's kernels were compiled for (`CUDA_COMPUTE_CAP`; they
+//! are machine code for that architecture alone) is refused the same way,
+//! before it is opened. Requests that ask for `auto` then run on the
 //! CPU, and requests that ask for a GPU explicitly get a
 //! `device_unavailable` error frame saying why.
 
@@ -93,14 +96,18 @@ fn main() -> ExitCode {
     }
 
     let caps = lectern_models::capabilities();
-    let (telemetry, choice) =
-        match choose_device(caps, lectern_gpu::probe_telemetry(), open_cuda_device) {
-            Ok(chosen) => chosen,
-            Err(error) => {
-                tracing::error!(%error, "cannot select a device");
-                return ExitCode::from(2);
-            }
-        };
+    let (telemetry, choice) = match choose_device(
+        caps,
+        lectern_gpu::probe_telemetry(),
+        kernel_compute_capability(),
+        open_cuda_device,
+    ) {
+        Ok(chosen) => chosen,
+        Err(error) => {
+            tracing::error!(%error, "cannot select a device");
+            return ExitCode::from(2);
+        }
+    };
     let hello = Hello {
         protocol: if faults.bad_hello {
             PROTOCOL_VERSION + 1000
@@ -126,9 +133,39 @@ fn main() -> ExitCode {
     }
 }
 
+/// The compute capability the build's CUDA kernels were compiled for:
+/// `CUDA_COMPUTE_CAP` at build time (`90` is 9.0), when it was set.
+fn kernel_compute_capability() -> Option<(u32, u32)> {
+    parse_compute_cap(option_env!("CUDA_COMPUTE_CAP")?)
+}
+
+/// `"90"` → 9.0, `"89"` → 8.9, `"100"` → 10.0: the last digit is the minor
+/// version.
+fn parse_compute_cap(text: &str) -> Option<(u32, u32)> {
+    let n: u32 = text.trim().parse().ok()?;
+    (n >= 10).then_some((n / 10, n % 10))
+}
+
+/// Why GPU `index`, of compute capability `device`, cannot run kernels
+/// built for `kernels`, or `None` when it can (or either is unknown).
+fn kernel_mismatch(
+    index: usize,
+    kernels: Option<(u32, u32)>,
+    device: Option<(u32, u32)>,
+) -> Option<String> {
+    let ((km, kn), (dm, dn)) = (kernels?, device?);
+    ((km, kn) != (dm, dn)).then(|| {
+        format!(
+            "cuda:{index} has compute capability {dm}.{dn} and this worker's kernels are built \
+             for {km}.{kn} only (build it with CUDA_COMPUTE_CAP={dm}{dn} scripts/cuda-worker.sh)"
+        )
+    })
+}
+
 /// Picks the device the worker runs on: what `auto` selects from the
 /// build's capabilities and `telemetry`, then, for a build with CUDA, a
-/// check with `open_cuda` that the GPU really opens (and, when the
+/// check that the GPU's compute capability is the one its `kernels` were
+/// built for and with `open_cuda` that the GPU really opens (and, when the
 /// telemetry sees no GPU, why CUDA cannot run, which makes a better
 /// reason than "no GPU"). When the GPU does not open, the telemetry handed
 /// back reports no GPU with that reason, so later model loads pick the
@@ -136,6 +173,7 @@ fn main() -> ExitCode {
 fn choose_device(
     caps: Capabilities,
     telemetry: Box<dyn TelemetryBackend>,
+    kernels: Option<(u32, u32)>,
     open_cuda: impl Fn(usize) -> Result<(), String>,
 ) -> Result<(Box<dyn TelemetryBackend>, DeviceSelection), GpuError> {
     let selection = lectern_gpu::select_device(DevicePreference::Auto, caps, telemetry.as_ref())?;
@@ -143,18 +181,22 @@ fn choose_device(
         return Ok((telemetry, selection));
     }
     match selection.kind {
-        DeviceKind::Cuda(index) => match open_cuda(index) {
-            Ok(()) => Ok((telemetry, selection)),
-            Err(why) => {
-                tracing::warn!(%why, "the GPU cannot be used; running on the CPU");
-                let reason = format!("CUDA build, but {why}; running on CPU");
-                let selection = DeviceSelection {
-                    kind: DeviceKind::Cpu,
-                    reason: reason.clone(),
-                };
-                Ok((Box::new(NoGpu::new(why)), selection))
+        DeviceKind::Cuda(index) => {
+            match kernel_mismatch(index, kernels, telemetry.compute_capability(index as u32))
+                .map_or_else(|| open_cuda(index), Err)
+            {
+                Ok(()) => Ok((telemetry, selection)),
+                Err(why) => {
+                    tracing::warn!(%why, "the GPU cannot be used; running on the CPU");
+                    let reason = format!("CUDA build, but {why}; running on CPU");
+                    let selection = DeviceSelection {
+                        kind: DeviceKind::Cpu,
+                        reason: reason.clone(),
+                    };
+                    Ok((Box::new(NoGpu::new(why)), selection))
+                }
             }
-        },
+        }
         // No GPU in sight: say what CUDA itself reports, when it fails.
         _ if telemetry.device_count() == 0 => match open_cuda(0) {
             Err(why) => Ok((
@@ -228,6 +270,39 @@ mod tests {
         metal: false,
     };
 
+    /// Kernels built with `CUDA_COMPUTE_CAP=90`; the simulator is a 9.0 GPU
+    /// unless told otherwise.
+    const H100: Option<(u32, u32)> = Some((9, 0));
+
+    #[test]
+    fn compute_caps_parse_with_the_last_digit_as_minor() {
+        assert_eq!(parse_compute_cap("90"), Some((9, 0)));
+        assert_eq!(parse_compute_cap("89"), Some((8, 9)));
+        assert_eq!(parse_compute_cap("100"), Some((10, 0)));
+        assert_eq!(parse_compute_cap("9"), None);
+        assert_eq!(parse_compute_cap("sm_90"), None);
+    }
+
+    #[test]
+    fn a_gpu_of_another_architecture_is_refused_before_it_is_opened() {
+        let ada = Box::new(SimulatedGpu::new("cc=8.9".parse::<SimConfig>().unwrap()));
+        let (telemetry, choice) = choose_device(CUDA, ada, H100, |_| {
+            panic!("a GPU the kernels cannot run on must not be opened")
+        })
+        .unwrap();
+        assert_eq!(choice.kind, DeviceKind::Cpu);
+        assert_eq!(
+            choice.reason,
+            "CUDA build, but cuda:0 has compute capability 8.9 and this worker's kernels are \
+             built for 9.0 only (build it with CUDA_COMPUTE_CAP=89 scripts/cuda-worker.sh); \
+             running on CPU"
+        );
+        assert_eq!(telemetry.device_count(), 0);
+        // Unknown on either side: the GPU is tried.
+        let (_, choice) = choose_device(CUDA, simulated_gpu(), None, |_| Ok(())).unwrap();
+        assert_eq!(choice.kind, DeviceKind::Cuda(0));
+    }
+
     #[test]
     fn cuda_panics_are_described() {
         assert_eq!(
@@ -249,7 +324,7 @@ mod tests {
 
     #[test]
     fn a_gpu_that_does_not_open_leaves_the_worker_on_the_cpu_with_the_reason() {
-        let (telemetry, choice) = choose_device(CUDA, simulated_gpu(), |index| {
+        let (telemetry, choice) = choose_device(CUDA, simulated_gpu(), H100, |index| {
             assert_eq!(index, 0);
             Err(describe_cuda_panic(NO_DRIVER))
         })
@@ -276,7 +351,7 @@ mod tests {
 
     #[test]
     fn a_gpu_that_opens_is_used() {
-        let (telemetry, choice) = choose_device(CUDA, simulated_gpu(), |_| Ok(())).unwrap();
+        let (telemetry, choice) = choose_device(CUDA, simulated_gpu(), H100, |_| Ok(())).unwrap();
         assert_eq!(choice.kind, DeviceKind::Cuda(0));
         assert_eq!(telemetry.device_count(), 1);
     }
@@ -285,7 +360,7 @@ mod tests {
     fn without_a_gpu_the_reason_says_why_cuda_cannot_run() {
         let none = Box::new(NoGpu::new("NVML library not found"));
         let (_, choice) =
-            choose_device(CUDA, none, |_| Err(describe_cuda_panic(NO_DRIVER))).unwrap();
+            choose_device(CUDA, none, H100, |_| Err(describe_cuda_panic(NO_DRIVER))).unwrap();
         assert_eq!(choice.kind, DeviceKind::Cpu);
         assert!(
             choice.reason.starts_with("CUDA build, but no NVIDIA driver: libcuda.so.1 could not be loaded; no usable NVIDIA GPU (NVML library not found)"),
@@ -297,7 +372,7 @@ mod tests {
     #[test]
     fn a_cpu_build_never_touches_cuda() {
         let cpu = Capabilities::default();
-        let (_, choice) = choose_device(cpu, simulated_gpu(), |_| {
+        let (_, choice) = choose_device(cpu, simulated_gpu(), None, |_| {
             panic!("a CPU build must not open CUDA")
         })
         .unwrap();
