@@ -1091,6 +1091,8 @@ async fn run() -> Result<()> {
                     ("dense", report.dense),
                     ("hybrid", report.hybrid),
                     ("exact dense", report.exact_dense),
+                    ("bm25 @100", report.bm25_leg),
+                    ("dense @100", report.dense_leg),
                 ] {
                     println!(
                         "{name:<12} {:>9.1} {:>9.1} {:>9.1}",

@@ -16,6 +16,7 @@ use std::time::Instant;
 
 use lectern_index::{
     AnnPolicy, ChunkRecord, DocumentEntry, Fusion, Library, SearchMode, VectorIndexState,
+    FUSION_DEPTH,
 };
 use serde::{Deserialize, Serialize};
 
@@ -115,6 +116,10 @@ pub struct SearchBench {
     pub hybrid: Latency,
     /// Exact dense top-10 (every vector compared).
     pub exact_dense: Latency,
+    /// The BM25 leg alone at the depth hybrid search fuses.
+    pub bm25_leg: Latency,
+    /// The dense leg alone at the depth hybrid search fuses.
+    pub dense_leg: Latency,
     /// Share of the exact dense top-10 found by the dense leg's top-10.
     pub dense_recall_at_10: f64,
     /// Queries the recall was measured on.
@@ -458,6 +463,7 @@ pub async fn bench_search(
     let timed = &queries[5..];
     progress(format!("timing {} queries per mode", opts.queries));
     let (mut bm25, mut dense, mut hybrid, mut exact) = (vec![], vec![], vec![], vec![]);
+    let (mut bm25_leg, mut dense_leg) = (vec![], vec![]);
     let mut dense_top: Vec<Vec<String>> = Vec::new();
     for (text, v) in timed.iter().take(opts.queries) {
         let t = Instant::now();
@@ -471,6 +477,12 @@ pub async fn bench_search(
         lib.search_fused(text, Some(v), SearchMode::Hybrid, 10, opts.fusion)
             .await?;
         hybrid.push(ms_since(t));
+        let t = Instant::now();
+        lib.search_bm25(text, FUSION_DEPTH).await?;
+        bm25_leg.push(ms_since(t));
+        let t = Instant::now();
+        lib.search_dense(v, FUSION_DEPTH).await?;
+        dense_leg.push(ms_since(t));
     }
     progress(format!(
         "measuring recall against exact search on {} queries",
@@ -509,6 +521,8 @@ pub async fn bench_search(
         dense: Latency::of(dense),
         hybrid: Latency::of(hybrid),
         exact_dense: Latency::of(exact),
+        bm25_leg: Latency::of(bm25_leg),
+        dense_leg: Latency::of(dense_leg),
         dense_recall_at_10: if total == 0 {
             0.0
         } else {
