@@ -36,6 +36,7 @@ pub use fusion::{
 pub use manifest::{DocumentEntry, EmbedderSwitch, Manifest, LIBRARY_FORMAT};
 pub use switch::SwitchProgress;
 pub use types::{ChunkRecord, LegHit, SearchHit, SearchMode};
+use vectors::IdHit;
 pub use vectors::{AnnPolicy, VectorIndexState};
 
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -709,12 +710,68 @@ impl Library {
             SearchMode::Hybrid => {
                 let v = need_vector()?;
                 let depth = k.max(FUSION_DEPTH);
+                // The dense leg reads only ids and distances; the records of
+                // the dense hits fusion keeps are read afterwards (BM25 hits
+                // carry theirs from the text index).
                 let (bm25, dense) = tokio::try_join!(
                     self.search_bm25_filtered(query, depth, filter),
-                    self.search_dense_filtered(v, depth, filter)
+                    self.dense_ids(v, depth, filter)
                 )?;
-                Ok(fuse(bm25, dense, fusion, k))
+                let legs = dense
+                    .iter()
+                    .map(|h| LegHit {
+                        chunk: ChunkRecord::ids_only(&h.chunk_id, &h.doc_id),
+                        score: h.distance,
+                    })
+                    .collect();
+                let mut fused = fuse(bm25, legs, fusion, k);
+                let by_id: HashMap<&str, &IdHit> =
+                    dense.iter().map(|h| (h.chunk_id.as_str(), h)).collect();
+                let unread: Vec<&IdHit> = fused
+                    .iter()
+                    .filter(|h| h.bm25_rank.is_none())
+                    .filter_map(|h| by_id.get(h.chunk.chunk_id.as_str()).copied())
+                    .collect();
+                let mut records = self.vectors().records_at(&unread).await?;
+                // A chunk deleted since the search has no record: drop it.
+                fused.retain_mut(|h| {
+                    h.bm25_rank.is_some()
+                        || records.remove(&h.chunk.chunk_id).is_some_and(|r| {
+                            h.chunk = r;
+                            true
+                        })
+                });
+                Ok(fused)
             }
         }
+    }
+
+    /// The dense leg as ids and distances (see [`Library::search_dense_filtered`]).
+    async fn dense_ids(
+        &self,
+        vector: &[f32],
+        k: usize,
+        filter: Option<&DocFilter>,
+    ) -> Result<Vec<IdHit>, IndexError> {
+        let store = self.vectors();
+        if filter.is_some_and(DocFilter::is_empty) {
+            if vector.len() != store.dim() {
+                return Err(IndexError::DimensionMismatch {
+                    library: store.dim(),
+                    model: vector.len(),
+                });
+            }
+            return Ok(Vec::new());
+        }
+        let predicate = filter.map(DocFilter::sql_predicate);
+        let hits = store
+            .search_ids(vector, k + 16, k, predicate.as_deref())
+            .await?;
+        let m = self.manifest.read().await;
+        Ok(hits
+            .into_iter()
+            .filter(|h| m.documents.contains_key(&h.doc_id))
+            .take(k)
+            .collect())
     }
 }

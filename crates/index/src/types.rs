@@ -42,6 +42,28 @@ pub struct ChunkRecord {
 }
 
 impl ChunkRecord {
+    /// A record that names a chunk and its document and nothing else, for a
+    /// search hit whose other fields are read later.
+    pub(crate) fn ids_only(chunk_id: &str, doc_id: &str) -> Self {
+        Self {
+            chunk_id: chunk_id.to_owned(),
+            doc_id: doc_id.to_owned(),
+            path: String::new(),
+            title: String::new(),
+            page: None,
+            heading_path: Vec::new(),
+            ordinal: 0,
+            char_start: 0,
+            char_end: 0,
+            text: String::new(),
+            chunk_hash: String::new(),
+            format: String::new(),
+            location: String::new(),
+            ocr: false,
+            vector: Vec::new(),
+        }
+    }
+
     /// The key under which a chunk's embedding is reused: blake3 of its text.
     pub fn hash_text(text: &str) -> String {
         blake3::hash(text.as_bytes()).to_hex()[..32].to_string()

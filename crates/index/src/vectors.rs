@@ -638,37 +638,11 @@ impl VectorStore {
         exact: bool,
         filter: Option<&str>,
     ) -> Result<Vec<LegHit>, IndexError> {
-        if vector.len() != self.dim {
-            return Err(IndexError::DimensionMismatch {
-                library: self.dim,
-                model: vector.len(),
-            });
-        }
-        if k == 0 || self.count().await? == 0 {
+        let Some(query) = self
+            .nearest(vector, k, wanted, exact, filter, &RECORD_COLUMNS)
+            .await?
+        else {
             return Ok(Vec::new());
-        }
-        let policy = self.policy();
-        let query = self
-            .table
-            .vector_search(vector)?
-            .column("vector")
-            .distance_type(DistanceType::Cosine)
-            .select(Select::Columns(
-                RECORD_COLUMNS.iter().map(|s| s.to_string()).collect(),
-            ))
-            .limit(k);
-        let query = match filter {
-            Some(predicate) => query.only_if(predicate),
-            None => query,
-        };
-        // Without an index lance searches exactly and ignores the probe and
-        // refine settings.
-        let query = if exact {
-            query.bypass_vector_index()
-        } else {
-            query
-                .minimum_nprobes(policy.nprobes.max(1))?
-                .refine_factor(policy.refine_for(wanted))
         };
         let batches: Vec<RecordBatch> = query.execute().await?.try_collect().await?;
         let mut hits = Vec::new();
@@ -684,6 +658,159 @@ impl VectorStore {
         hits.sort_by(|a, b| a.score.total_cmp(&b.score));
         Ok(hits)
     }
+
+    /// [`VectorStore::search`] reading only each row's ids and distance:
+    /// what fusion needs to rank a candidate, without the text and the
+    /// citation fields of rows fusion will drop. [`VectorStore::records_at`]
+    /// reads the rest for the rows that are kept.
+    pub(crate) async fn search_ids(
+        &self,
+        vector: &[f32],
+        k: usize,
+        wanted: usize,
+        filter: Option<&str>,
+    ) -> Result<Vec<IdHit>, IndexError> {
+        let Some(query) = self
+            .nearest(vector, k, wanted, false, filter, &["chunk_id", "doc_id"])
+            .await?
+        else {
+            return Ok(Vec::new());
+        };
+        let batches: Vec<RecordBatch> = query.with_row_id().execute().await?.try_collect().await?;
+        let mut hits = Vec::new();
+        for b in &batches {
+            let dist = col::<Float32Array>(b, "_distance")?;
+            let row_id = col::<UInt64Array>(b, "_rowid")?;
+            let chunk_id = col::<StringArray>(b, "chunk_id")?;
+            let doc_id = col::<StringArray>(b, "doc_id")?;
+            for i in 0..b.num_rows() {
+                hits.push(IdHit {
+                    chunk_id: chunk_id.value(i).to_owned(),
+                    doc_id: doc_id.value(i).to_owned(),
+                    row_id: row_id.value(i),
+                    distance: dist.value(i),
+                });
+            }
+        }
+        hits.sort_by(|a, b| a.distance.total_cmp(&b.distance));
+        Ok(hits)
+    }
+
+    /// The records of `hits` (from [`VectorStore::search_ids`]), by chunk id.
+    /// Rows are read by row id; a row id that a write since the search has
+    /// moved (compaction rewrites rows) no longer names its chunk, and such
+    /// chunks are looked up by id instead. A chunk deleted meanwhile is
+    /// missing from the result.
+    pub(crate) async fn records_at(
+        &self,
+        hits: &[&IdHit],
+    ) -> Result<HashMap<String, ChunkRecord>, IndexError> {
+        let mut found = HashMap::new();
+        if hits.is_empty() {
+            return Ok(found);
+        }
+        let columns = || Select::Columns(RECORD_COLUMNS.iter().map(|s| s.to_string()).collect());
+        let batches: Vec<RecordBatch> = self
+            .table
+            .take_row_ids(hits.iter().map(|h| h.row_id).collect())
+            .select(columns())
+            .with_row_id()
+            .execute()
+            .await?
+            .try_collect()
+            .await?;
+        let wanted: HashMap<u64, &str> = hits
+            .iter()
+            .map(|h| (h.row_id, h.chunk_id.as_str()))
+            .collect();
+        for b in &batches {
+            let row_id = col::<UInt64Array>(b, "_rowid")?;
+            for (i, record) in records(b)?.into_iter().enumerate() {
+                if wanted.get(&row_id.value(i)) == Some(&record.chunk_id.as_str()) {
+                    found.insert(record.chunk_id.clone(), record);
+                }
+            }
+        }
+        let moved: Vec<String> = hits
+            .iter()
+            .filter(|h| !found.contains_key(&h.chunk_id))
+            .map(|h| sql_str(&h.chunk_id))
+            .collect();
+        if !moved.is_empty() {
+            let batches: Vec<RecordBatch> = self
+                .table
+                .query()
+                .only_if(format!("chunk_id IN ({})", moved.join(", ")))
+                .select(columns())
+                .execute()
+                .await?
+                .try_collect()
+                .await?;
+            for b in &batches {
+                for record in records(b)? {
+                    found.insert(record.chunk_id.clone(), record);
+                }
+            }
+        }
+        Ok(found)
+    }
+
+    /// The nearest-neighbour query behind [`VectorStore::search`] and
+    /// [`VectorStore::search_ids`], reading `columns`; `None` when the table
+    /// is empty or `k` is 0.
+    async fn nearest(
+        &self,
+        vector: &[f32],
+        k: usize,
+        wanted: usize,
+        exact: bool,
+        filter: Option<&str>,
+        columns: &[&str],
+    ) -> Result<Option<lancedb::query::VectorQuery>, IndexError> {
+        if vector.len() != self.dim {
+            return Err(IndexError::DimensionMismatch {
+                library: self.dim,
+                model: vector.len(),
+            });
+        }
+        if k == 0 || self.count().await? == 0 {
+            return Ok(None);
+        }
+        let policy = self.policy();
+        let query = self
+            .table
+            .vector_search(vector)?
+            .column("vector")
+            .distance_type(DistanceType::Cosine)
+            .select(Select::Columns(
+                columns.iter().map(|s| s.to_string()).collect(),
+            ))
+            .limit(k);
+        let query = match filter {
+            Some(predicate) => query.only_if(predicate),
+            None => query,
+        };
+        // Without an index lance searches exactly and ignores the probe and
+        // refine settings.
+        Ok(Some(if exact {
+            query.bypass_vector_index()
+        } else {
+            query
+                .minimum_nprobes(policy.nprobes.max(1))?
+                .refine_factor(policy.refine_for(wanted))
+        }))
+    }
+}
+
+/// A dense hit before its record is read (see [`VectorStore::search_ids`]).
+#[derive(Debug, Clone)]
+pub(crate) struct IdHit {
+    pub(crate) chunk_id: String,
+    pub(crate) doc_id: String,
+    /// The row's id in the table as it was searched.
+    pub(crate) row_id: u64,
+    /// Cosine distance.
+    pub(crate) distance: f32,
 }
 
 /// Runs `work` to completion on a thread of its own with its own runtime,
@@ -821,6 +948,78 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(store.count().await.unwrap(), 0);
+    }
+
+    fn chunk(doc: usize, i: usize) -> ChunkRecord {
+        let mut c = ChunkRecord::ids_only(&format!("doc{doc}:{i}"), &format!("doc{doc}"));
+        c.text = format!("passage {i} of document {doc}");
+        c.title = format!("Document {doc}");
+        c.path = format!("/docs/{doc}.txt");
+        c.ordinal = i as u32;
+        c.chunk_hash = ChunkRecord::hash_text(&c.text);
+        c.vector = (0..8)
+            .map(|d| ((doc * 31 + i * 7 + d * 3) % 11) as f32 - 5.0)
+            .collect();
+        c
+    }
+
+    /// Records read after an id-only search are the searched chunks, also
+    /// when compaction has rewritten the rows (and their row ids) between
+    /// the search and the read; a chunk deleted meanwhile is missing.
+    #[tokio::test]
+    async fn records_follow_their_chunks_across_compaction() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = VectorStore::open_table(dir.path(), TABLE, 8).await.unwrap();
+        let chunks: Vec<ChunkRecord> = (0..3)
+            .flat_map(|doc| (0..5).map(move |i| chunk(doc, i)))
+            .collect();
+        // One write per document, so that each is a fragment of its own.
+        for doc in chunks.chunks(5) {
+            store.add(doc).await.unwrap();
+        }
+        let query: Vec<f32> = (0..8).map(|d| d as f32 - 3.5).collect();
+        let hits = store.search_ids(&query, 15, 15, None).await.unwrap();
+        assert_eq!(hits.len(), 15);
+        assert!(hits.windows(2).all(|w| w[0].distance <= w[1].distance));
+        let check = |records: &HashMap<String, ChunkRecord>, docs: &[usize]| {
+            for doc in docs {
+                for i in 0..5 {
+                    let want = chunk(*doc, i);
+                    let got = &records[&want.chunk_id];
+                    assert_eq!(got.text, want.text);
+                    assert_eq!(got.doc_id, want.doc_id);
+                }
+            }
+        };
+        let all: Vec<&IdHit> = hits.iter().collect();
+        let records = store.records_at(&all).await.unwrap();
+        assert_eq!(records.len(), 15);
+        check(&records, &[0, 1, 2]);
+
+        store.delete_documents(&["doc0".to_string()]).await.unwrap();
+        store.compact().await.unwrap();
+        let after = store.search_ids(&query, 15, 15, None).await.unwrap();
+        let moved = hits
+            .iter()
+            .filter(|h| h.doc_id != "doc0")
+            .filter(|h| {
+                !after
+                    .iter()
+                    .any(|a| a.row_id == h.row_id && a.chunk_id == h.chunk_id)
+            })
+            .count();
+        assert!(
+            moved > 0,
+            "compaction kept every row id; the test shows nothing"
+        );
+        let records = store.records_at(&all).await.unwrap();
+        assert_eq!(
+            records.len(),
+            10,
+            "{:?}",
+            records.keys().collect::<Vec<_>>()
+        );
+        check(&records, &[1, 2]);
     }
 
     #[test]
