@@ -601,14 +601,7 @@ impl Library {
         filter: Option<&DocFilter>,
     ) -> Result<Vec<LegHit>, IndexError> {
         let store = self.vectors();
-        if filter.is_some_and(DocFilter::is_empty) {
-            // Still refuse a query vector of the wrong size.
-            if vector.len() != store.dim() {
-                return Err(IndexError::DimensionMismatch {
-                    library: store.dim(),
-                    model: vector.len(),
-                });
-            }
+        if allows_nothing(&store, vector, filter)? {
             return Ok(Vec::new());
         }
         let predicate = filter.map(DocFilter::sql_predicate);
@@ -754,13 +747,7 @@ impl Library {
         filter: Option<&DocFilter>,
     ) -> Result<Vec<IdHit>, IndexError> {
         let store = self.vectors();
-        if filter.is_some_and(DocFilter::is_empty) {
-            if vector.len() != store.dim() {
-                return Err(IndexError::DimensionMismatch {
-                    library: store.dim(),
-                    model: vector.len(),
-                });
-            }
+        if allows_nothing(&store, vector, filter)? {
             return Ok(Vec::new());
         }
         let predicate = filter.map(DocFilter::sql_predicate);
@@ -774,4 +761,23 @@ impl Library {
             .take(k)
             .collect())
     }
+}
+
+/// Whether `filter` allows no document at all, so a dense search has
+/// nothing to find; a query vector of the wrong size is refused either way.
+fn allows_nothing(
+    store: &vectors::VectorStore,
+    vector: &[f32],
+    filter: Option<&DocFilter>,
+) -> Result<bool, IndexError> {
+    if !filter.is_some_and(DocFilter::is_empty) {
+        return Ok(false);
+    }
+    if vector.len() != store.dim() {
+        return Err(IndexError::DimensionMismatch {
+            library: store.dim(),
+            model: vector.len(),
+        });
+    }
+    Ok(true)
 }
