@@ -204,21 +204,9 @@ mod tests {
     fn hit(id: &str, score: f32) -> LegHit {
         LegHit {
             chunk: ChunkRecord {
-                chunk_id: id.into(),
-                doc_id: "d".into(),
                 path: "p".into(),
                 title: "t".into(),
-                page: None,
-                heading_path: vec![],
-                ordinal: 0,
-                char_start: 0,
-                char_end: 0,
-                text: String::new(),
-                chunk_hash: String::new(),
-                format: String::new(),
-                location: String::new(),
-                ocr: false,
-                vector: vec![],
+                ..ChunkRecord::ids_only(id, "d")
             },
             score,
         }
